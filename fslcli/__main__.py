@@ -1,0 +1,3 @@
+from fslcli.cli import main
+
+main()

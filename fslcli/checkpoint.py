@@ -1,0 +1,157 @@
+"""The self-contained model file, ``model.pt``.
+
+It holds only tensors and plain values (a format version, the settings as a dict, the
+class splits, the data source, the state dict, metrics), so it loads with
+``torch.load(..., weights_only=True)``: a crafted file cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fslcli.config import RunConfig
+from fslcli.datasets import DataSource
+from fslcli.errors import CheckpointError, OutputError
+from fslcli.model import ProtoNet
+
+FORMAT = "fslcli-protonet"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from its file, with everything recorded beside it."""
+
+    net: ProtoNet
+    config: RunConfig
+    source: DataSource
+    meta: dict[str, Any]
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}; choose a writable folder") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(
+    path: Path,
+    net: ProtoNet,
+    config: RunConfig,
+    source: DataSource,
+    meta: dict[str, Any],
+) -> None:
+    """Write ``model.pt`` (only tensors and plain values)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "settings": config.to_dict(),
+        "splits": {
+            "train": list(config.split.train_classes),
+            "val": list(config.split.val_classes),
+            "test": list(config.split.test_classes),
+            "val_fold": config.split.val_fold,
+        },
+        "source": source.to_dict(),
+        "meta": meta,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+    }
+    atomic_torch_save(payload, path)
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """Load a model file safely, turning every failure into one line that says which."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model file {path} does not exist; train one with `fsl train` or give the path to a model.pt")
+    if path.is_dir():
+        if (path / "model.pt").is_file():
+            path = path / "model.pt"
+        else:
+            raise CheckpointError(f"{path} is a folder without a model.pt; give a model.pt file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} is not a safe fslcli model: it holds Python objects that could run code when loaded "
+            f"({str(exc).splitlines()[0][:160]}); refusing to load it"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is damaged or not a model file ({msg}); retrain or copy it again") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an fslcli model file (no '{FORMAT}' header); give a model.pt written by `fsl train`")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has model format version {version}, this fslcli reads version {FORMAT_VERSION}; "
+            "use the fslcli version that wrote it, or retrain"
+        )
+    return payload
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Rebuild the network, settings and data source from a model file alone."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    payload = read_payload(path)
+    try:
+        config = RunConfig.from_dict(payload["settings"])
+        net = ProtoNet(config.audio, config.model)
+        net.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} does not match this fslcli's model ({str(exc).splitlines()[0][:160]}); retrain it") from None
+    net.eval()
+    return LoadedModel(
+        net=net,
+        config=config,
+        source=DataSource.from_dict(payload["source"]),
+        meta=dict(payload.get("meta", {})),
+        path=path,
+        sha256=sha256_file(path),
+    )
+
+
+def newest_model(runs_dir: Path = Path("runs")) -> Path:
+    """The newest ``runs/*/model.pt``, for commands whose MODEL is omitted."""
+    candidates = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"no model given and none found under {runs_dir}/*/model.pt; train one with `fsl train` or pass MODEL")
+    return candidates[-1]

@@ -1,0 +1,207 @@
+"""Configuration records.
+
+All settings are frozen dataclasses passed explicitly. A checkpoint stores them as
+plain dicts (:func:`to_dict`), so ``eval``, ``embed`` and ``predict`` rebuild the exact
+model and data pipeline from the file alone (:func:`from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The tutorial's split of TinySOL's 14 instruments (labels are TinySOL's
+#: "Instrument (in full)" names, shared by every TinySOL-shaped source).
+DEFAULT_TRAIN_CLASSES: tuple[str, ...] = (
+    "French Horn",
+    "Violin",
+    "Flute",
+    "Contrabass",
+    "Trombone",
+    "Cello",
+    "Clarinet in Bb",
+    "Oboe",
+    "Accordion",
+)
+DEFAULT_TEST_CLASSES: tuple[str, ...] = (
+    "Bassoon",
+    "Viola",
+    "Trumpet in C",
+    "Bass Tuba",
+    "Alto Saxophone",
+)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How audio is decoded, cut and turned into a log-mel spectrogram."""
+
+    sample_rate: int = 16_000
+    excerpt_seconds: float = 1.0
+    n_fft: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float | None = None
+    #: "log" (log-mel with a floor; the default) or "power" (the tutorial's raw power mel).
+    compression: str = "log"
+
+    @property
+    def excerpt_samples(self) -> int:
+        return int(round(self.excerpt_seconds * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone and prototypical head."""
+
+    #: "conv" (fslcli's default: conv-BatchNorm-ReLU-pool blocks, mean+max pooling, linear
+    #: projection), "resnet" (residual blocks) or "tutorial" (the ISMIR 2022 tutorial's five
+    #: conv blocks with GroupNorm and global average pooling).
+    backbone: str = "conv"
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    embedding_dim: int = 256
+    #: "euclidean" (squared Euclidean distance, Snell et al. 2017) or "cosine"
+    #: (cosine similarity times a learned scale).
+    distance: str = "euclidean"
+    #: Input normalisation: "band" (each mel band standardised by BatchNorm), "clip"
+    #: (each spectrogram standardised on its own: gain-invariant) or "none".
+    input_norm: str = "band"
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """Shape of an N-way K-shot episode."""
+
+    ways: int = 5
+    shots: int = 5
+    queries: int = 15
+
+    @property
+    def clips_per_class(self) -> int:
+        return self.shots + self.queries
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation, applied to waveform excerpts and spectrograms."""
+
+    random_crop: bool = True
+    gain_db: float = 6.0
+    spec_time_masks: int = 1
+    spec_freq_masks: int = 1
+    time_mask_frames: int = 10
+    freq_mask_bins: int = 12
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """An episodic training run."""
+
+    steps: int = 1000
+    seed: int = 0
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    #: Ways of training episodes (may exceed the evaluation ways; 0 means same as episode.ways).
+    train_ways: int = 0
+    val_every: int = 100
+    val_episodes: int = 100
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Which classes train, validate and test. Validation never touches test classes.
+
+    With ``val_classes`` empty, validation uses held-out recordings (``val_fold``) of the
+    training classes.
+    """
+
+    train_classes: tuple[str, ...] = DEFAULT_TRAIN_CLASSES
+    test_classes: tuple[str, ...] = DEFAULT_TEST_CLASSES
+    val_classes: tuple[str, ...] = ()
+    val_fold: int = 4
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a dict of plain values (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass from :func:`to_dict` output, ignoring unknown keys.
+
+    Unknown keys are dropped so that newer files with extra settings still load; missing
+    keys take the dataclass default.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    # Every sequence-valued setting is a tuple, so lists from JSON or a checkpoint go back to tuples.
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    return cls(**kwargs)  # type: ignore[call-arg]
+
+
+__all__ = [
+    "AudioConfig",
+    "ModelConfig",
+    "EpisodeConfig",
+    "AugmentConfig",
+    "TrainConfig",
+    "SplitConfig",
+    "RunConfig",
+    "DEFAULT_TRAIN_CLASSES",
+    "DEFAULT_TEST_CLASSES",
+    "to_dict",
+    "from_dict",
+]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; a checkpoint stores it so a model rebuilds from its file alone."""
+
+    audio: AudioConfig = AudioConfig()
+    model: ModelConfig = ModelConfig()
+    episode: EpisodeConfig = EpisodeConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    split: SplitConfig = SplitConfig()
+    #: Evaluation windows per clip: a clip's embedding is the mean over this many evenly
+    #: spaced excerpts (fixed, so each clip is embedded once per evaluation run).
+    eval_windows: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audio": to_dict(self.audio),
+            "model": to_dict(self.model),
+            "episode": to_dict(self.episode),
+            "augment": to_dict(self.augment),
+            "train": to_dict(self.train),
+            "split": to_dict(self.split),
+            "eval_windows": self.eval_windows,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(
+            audio=from_dict(AudioConfig, data.get("audio", {})),
+            model=from_dict(ModelConfig, data.get("model", {})),
+            episode=from_dict(EpisodeConfig, data.get("episode", {})),
+            augment=from_dict(AugmentConfig, data.get("augment", {})),
+            train=from_dict(TrainConfig, data.get("train", {})),
+            split=from_dict(SplitConfig, data.get("split", {})),
+            eval_windows=int(data.get("eval_windows", 3)),
+        )

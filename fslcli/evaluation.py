@@ -1,0 +1,193 @@
+"""Few-shot evaluation on stored embeddings.
+
+Each clip's evaluation excerpt is fixed (the mean embedding over evenly spaced windows),
+so every distinct clip is embedded once per run; the episodes are then scored on the
+stored embeddings, which makes 1,000 episodes cost barely more than 50.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fslcli.config import EpisodeConfig
+from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
+from fslcli.features import WaveCache
+from fslcli.model import ProtoNet
+
+#: Episode streams: training, validation and test episodes never share a generator.
+TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
+
+
+def window_starts(n_samples: int, excerpt: int, n_windows: int) -> list[int]:
+    """Start samples of up to ``n_windows`` evenly spaced excerpts covering a clip."""
+    if n_samples <= excerpt or n_windows <= 1:
+        return [0]
+    span = n_samples - excerpt
+    n = min(n_windows, 1 + span // max(1, excerpt // 4))
+    return sorted({int(round(k * span / (n - 1))) for k in range(n)}) if n > 1 else [0]
+
+
+@torch.no_grad()
+def embed_windows(
+    net: ProtoNet,
+    windows: np.ndarray,
+    owners: np.ndarray,
+    n_items: int,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Mean embedding per item: ``windows`` ``(n_windows, samples)``, ``owners`` ``(n_windows,)`` -> ``(n_items, dim)``."""
+    net.eval()
+    out = torch.zeros(n_items, net.dim, dtype=torch.float32)
+    counts = torch.zeros(n_items, 1, dtype=torch.float32)
+    own = torch.as_tensor(owners, dtype=torch.long)
+    for s in range(0, len(windows), batch_size):
+        batch = torch.as_tensor(np.ascontiguousarray(windows[s : s + batch_size])).to(device)
+        emb = net.embed(batch).float().cpu()
+        out.index_add_(0, own[s : s + batch_size], emb)
+        counts.index_add_(0, own[s : s + batch_size], torch.ones(len(emb), 1))
+        if progress is not None:
+            progress(min(s + batch_size, len(windows)), len(windows))
+    return out / counts.clamp(min=1)
+
+
+def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed evaluation windows of cached clips: ``(n_windows_total, excerpt)`` and their owner positions."""
+    wins, owners = [], []
+    for pos, i in enumerate(ids):
+        for start in window_starts(int(cache.lengths[i]), excerpt, n_windows):
+            wins.append(cache.excerpt(i, start, excerpt))
+            owners.append(pos)
+    return np.stack(wins) if wins else np.zeros((0, excerpt), np.float32), np.asarray(owners, dtype=np.int64)
+
+
+def embed_cached(
+    net: ProtoNet,
+    cache: WaveCache,
+    ids: Sequence[int],
+    n_windows: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Embeddings ``(len(ids), dim)`` of cached clips, each the mean over its fixed windows."""
+    wins, owners = clip_windows(cache, ids, net.audio.excerpt_samples, n_windows)
+    return embed_windows(net, wins, owners, len(ids), batch_size, device, progress)
+
+
+@dataclass(frozen=True)
+class EpisodeScores:
+    """Per-episode results: ``accuracy`` ``(E,)``, ``true`` and ``pred`` ``(E, ways * queries)`` class labels."""
+
+    accuracy: np.ndarray
+    true: list[list[str]]
+    pred: list[list[str]]
+
+
+@torch.no_grad()
+def score_episodes(net: ProtoNet, emb: torch.Tensor, position: dict[int, int], episodes: Sequence[Episode]) -> EpisodeScores:
+    """Score episodes on stored embeddings; ``position`` maps clip index -> row of ``emb``."""
+    if not episodes:
+        return EpisodeScores(np.zeros(0), [], [])
+    ways, shots = episodes[0].support.shape
+    queries = episodes[0].query.shape[1]
+    sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
+    qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
+    s_emb = emb[sup]  # (E, ways * shots, dim)
+    q_emb = emb[qry]  # (E, ways * queries, dim)
+    protos = s_emb.reshape(len(episodes), ways, shots, -1).mean(dim=2)
+    logits = net.logits(q_emb, protos)  # (E, ways * queries, ways)
+    pred = logits.argmax(dim=-1).numpy()
+    target = np.repeat(np.arange(ways), queries)[None, :]
+    acc = (pred == target).mean(axis=1)
+    true_names = [[ep.classes[t] for t in target[0]] for ep in episodes]
+    pred_names = [[ep.classes[p] for p in row] for ep, row in zip(episodes, pred, strict=True)]
+    return EpisodeScores(acc, true_names, pred_names)
+
+
+def ci95_half_width(acc: np.ndarray) -> float:
+    """Half width of the 95% confidence interval of the mean: 1.96 * sigma / sqrt(N)."""
+    if len(acc) < 2:
+        return float("nan")
+    return float(1.96 * np.std(acc, ddof=1) / math.sqrt(len(acc)))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean accuracy over episodes, its 95% interval, per-class accuracy and the confusion matrix.
+
+    ``confusion[i, j]`` counts queries of ``classes[i]`` predicted as ``classes[j]``.
+    """
+
+    mean_accuracy: float
+    ci95_half_width: float
+    episodes: int
+    accuracies: np.ndarray
+    classes: list[str]
+    per_class: dict[str, float]
+    confusion: np.ndarray
+    seconds_embedding: float
+    seconds_scoring: float
+    clips_embedded: int
+
+
+def summarise(scores: EpisodeScores, classes: Sequence[str]) -> tuple[dict[str, float], np.ndarray]:
+    """Per-class accuracy and confusion matrix over all queries of all episodes."""
+    idx = {c: k for k, c in enumerate(classes)}
+    conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for t_row, p_row in zip(scores.true, scores.pred, strict=True):
+        for t, p in zip(t_row, p_row, strict=True):
+            conf[idx[t], idx[p]] += 1
+    totals = conf.sum(axis=1)
+    per_class = {c: float(conf[k, k] / totals[k]) if totals[k] else float("nan") for c, k in idx.items()}
+    return per_class, conf
+
+
+def draw_episodes(pool: Pool, cfg: EpisodeConfig, n: int, seed: int, stream: int = TEST_STREAM) -> list[Episode]:
+    """``n`` episodes, episode ``i`` from ``(seed, i)`` in ``stream``; checks the pool first."""
+    check_pool(pool, cfg, what="evaluation episodes")
+    return [sample_episode(pool, cfg, episode_rng(seed, i, 0, stream)) for i in range(n)]
+
+
+def evaluate(
+    net: ProtoNet,
+    cache: WaveCache,
+    pool: Pool,
+    cfg: EpisodeConfig,
+    n_episodes: int,
+    seed: int,
+    n_windows: int,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    stream: int = TEST_STREAM,
+) -> EvalResult:
+    """Run ``n_episodes`` seeded episodes on ``pool`` and summarise them."""
+    import time
+
+    episodes = draw_episodes(pool, cfg, n_episodes, seed, stream)
+    ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
+    t0 = time.perf_counter()
+    emb = embed_cached(net, cache, ids, n_windows, device=device, progress=progress)
+    t1 = time.perf_counter()
+    scores = score_episodes(net, emb, {c: k for k, c in enumerate(ids)}, episodes)
+    classes = list(pool)
+    per_class, conf = summarise(scores, classes)
+    t2 = time.perf_counter()
+    return EvalResult(
+        mean_accuracy=float(scores.accuracy.mean()),
+        ci95_half_width=ci95_half_width(scores.accuracy),
+        episodes=n_episodes,
+        accuracies=scores.accuracy,
+        classes=classes,
+        per_class=per_class,
+        confusion=conf,
+        seconds_embedding=t1 - t0,
+        seconds_scoring=t2 - t1,
+        clips_embedded=len(ids),
+    )

@@ -1,0 +1,215 @@
+"""Prototypical Network over a CNN on log-mel spectrograms.
+
+Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017:
+a class prototype is the mean embedding of its support clips, and a query's logits are
+its negative squared Euclidean distances to the prototypes. The mel front end runs on
+``torch.stft`` with librosa's mel filterbank, inside the model, so the same module turns
+raw waveforms into embeddings on any device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fslcli.config import AudioConfig, ModelConfig
+
+BACKBONES: tuple[str, ...] = ("conv", "resnet", "tutorial")
+DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
+INPUT_NORMS: tuple[str, ...] = ("band", "clip", "none")
+
+#: Added to mel power before the log, so silence gives a finite floor rather than -inf.
+LOG_FLOOR = 1e-6
+
+
+class ProtoOutput(NamedTuple):
+    """A forward pass over one episode.
+
+    ``logits``: ``(n_query, ways)``; ``prototypes``: ``(ways, dim)``;
+    ``support``: ``(ways * shots, dim)``; ``query``: ``(n_query, dim)``.
+    """
+
+    logits: torch.Tensor
+    prototypes: torch.Tensor
+    support: torch.Tensor
+    query: torch.Tensor
+
+
+# --- pure maths ------------------------------------------------------------------------
+
+
+def prototypes(support: torch.Tensor, ways: int) -> torch.Tensor:
+    """Class prototypes: ``(ways * shots, dim)`` class-major -> ``(ways, dim)`` means."""
+    return support.reshape(ways, -1, support.shape[-1]).mean(dim=1)
+
+
+def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared distances: ``(..., n, d)``, ``(..., m, d)`` -> ``(..., n, m)``."""
+    return (x.unsqueeze(-2) - y.unsqueeze(-3)).pow(2).sum(-1)
+
+
+def cosine_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity: ``(..., n, d)``, ``(..., m, d)`` -> ``(..., n, m)``."""
+    return F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).transpose(-1, -2)
+
+
+# --- front end -------------------------------------------------------------------------
+
+
+class LogMel(nn.Module):
+    """Waveforms ``(batch, samples)`` -> log-mel ``(batch, n_mels, frames)``.
+
+    ``compression="power"`` returns the raw power mel (the tutorial's input).
+    """
+
+    def __init__(self, audio: AudioConfig) -> None:
+        super().__init__()
+        import librosa
+
+        self.n_fft = audio.n_fft
+        self.hop = audio.hop_length
+        self.compression = audio.compression
+        fb = librosa.filters.mel(
+            sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.f_min, fmax=audio.f_max
+        )
+        self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(audio.n_fft), persistent=False)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        # STFT in float32 even under mixed precision: power spectra overflow float16.
+        with torch.autocast(device_type=waves.device.type, enabled=False):
+            spec = torch.stft(
+                waves.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True
+            )
+            power = spec.real.pow(2) + spec.imag.pow(2)
+            mel = self.mel_basis @ power
+            if self.compression == "log":
+                return torch.log(mel + LOG_FLOOR)
+            return mel
+
+
+# --- backbones -------------------------------------------------------------------------
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and a projected shortcut, then 2x2 max-pool."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.pool(F.relu(y + self.short(x)))
+
+
+class BNBlock(nn.Module):
+    """3x3 convolution, BatchNorm, ReLU, 2x2 max-pool."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvBlock(nn.Module):
+    """The tutorial's block: 3x3 convolution, GroupNorm, ReLU, 2x2 max-pool."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ProtoNet(nn.Module):
+    """Waveforms -> embeddings, and the prototypical head over episodes."""
+
+    def __init__(self, audio: AudioConfig, model: ModelConfig) -> None:
+        super().__init__()
+        if model.backbone not in BACKBONES:
+            raise ValueError(f"backbone {model.backbone!r}: choose one of {BACKBONES}")
+        if model.distance not in DISTANCES:
+            raise ValueError(f"distance {model.distance!r}: choose one of {DISTANCES}")
+        if model.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm {model.input_norm!r}: choose one of {INPUT_NORMS}")
+        self.audio = audio
+        self.config = model
+        self.logmel = LogMel(audio)
+        self.band_norm = nn.BatchNorm1d(audio.n_mels) if model.input_norm == "band" else None
+        if model.backbone == "tutorial":
+            chans = (1, *model.channels)
+            self.body = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+            self.head = nn.Identity()
+            self.dim = chans[-1]
+        elif model.backbone == "conv":
+            chans = (1, *model.channels)
+            self.body = nn.Sequential(*[BNBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+            self.head = nn.Linear(2 * chans[-1], model.embedding_dim)
+            self.dim = model.embedding_dim
+        else:
+            stem = model.channels[0]
+            blocks: list[nn.Module] = [nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
+            cin = stem
+            for c in model.channels:
+                blocks.append(ResBlock(cin, c))
+                cin = c
+            self.body = nn.Sequential(*blocks)
+            # Mean and max over the remaining time-frequency map, projected to the embedding.
+            self.head = nn.Linear(2 * cin, model.embedding_dim)
+            self.dim = model.embedding_dim
+        self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` -> normalised input ``(batch, 1, n_mels, frames)``."""
+        x = self.logmel(waves)
+        if self.config.input_norm == "clip":
+            x = x - x.mean(dim=(1, 2), keepdim=True)
+            x = x / (x.std(dim=(1, 2), keepdim=True) + 1e-5)
+        elif self.band_norm is not None:
+            x = self.band_norm(x)
+        return x.unsqueeze(1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, 1, n_mels, frames)`` -> embeddings ``(batch, dim)``."""
+        h = self.body(x)
+        if self.config.backbone == "tutorial":
+            return h.mean(dim=(2, 3))
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled)
+
+    def embed(self, waves: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` -> ``(batch, dim)``."""
+        return self.encode(self.features(waves))
+
+    def logits(self, query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+        """``(..., n_query, dim)``, ``(..., ways, dim)`` -> ``(..., n_query, ways)``."""
+        if self.log_scale is not None:
+            return self.log_scale.exp() * cosine_similarity(query, protos)
+        return -squared_euclidean(query, protos)
+
+    def head_forward(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> ProtoOutput:
+        """Prototypical head on embeddings: support ``(ways * shots, dim)`` class-major."""
+        protos = prototypes(support, ways)
+        return ProtoOutput(self.logits(query, protos), protos, support, query)
+
+    def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> ProtoOutput:
+        """Support waves ``(ways * shots, samples)`` class-major, query waves ``(n_query, samples)``."""
+        emb = self.embed(torch.cat([support, query], dim=0))
+        return self.head_forward(emb[: support.shape[0]], emb[support.shape[0] :], ways)

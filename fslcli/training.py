@@ -1,0 +1,496 @@
+"""Episodic training with PyTorch Lightning.
+
+Training episode ``i`` of rank ``r`` is drawn, cropped and augmented from a generator
+seeded with ``(seed, i, r)``: the same seed gives the same episodes and weights, ranks of
+a distributed run see different episodes, and a resumed run replays exactly the
+episodes an uninterrupted run would have seen.
+
+Lightning's "epochs" here are blocks of ``val_every`` steps: validation, checkpointing and
+resumption happen at block boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fslcli.config import AugmentConfig, EpisodeConfig, RunConfig
+from fslcli.datasets import DataSource
+from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
+from fslcli.evaluation import TRAIN_STREAM, VAL_STREAM, clip_windows, draw_episodes, score_episodes
+from fslcli.features import WaveCache
+from fslcli.model import ProtoNet
+
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.jsonl"
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's tips, adverts and warnings that do not concern the user.
+
+    Call it after importing Lightning too: its ``__init__`` resets its loggers to INFO.
+    """
+    os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*litlogger.*",
+        ".*weights_only.*",
+        ".*LeafSpec.*",
+        ".*TensorBoard.*",
+        ".*tensorboardX.*",
+        ".*The number of training batches.*",
+        ".*Checkpoint directory.*exists and is not empty.*",
+        ".*`training_step` returned `None`.*",
+        ".*You're resuming from a checkpoint that ended.*",
+        ".*Precision.*is not supported by the model summary.*",
+        ".*GPU available but not used.*",
+        ".*TPU available but not used.*",
+        ".*srun.*",
+        ".*Trying to infer the `batch_size`.*",
+        ".*litlogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def spec_mask_params(
+    rng: np.random.Generator, n: int, n_mels: int, n_frames: int, aug: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """SpecAugment masks drawn from ``rng``: ``(n, time_masks, 2)`` and ``(n, freq_masks, 2)`` (start, width)."""
+    tm = np.zeros((n, aug.spec_time_masks, 2), dtype=np.int64)
+    fm = np.zeros((n, aug.spec_freq_masks, 2), dtype=np.int64)
+    for k in range(aug.spec_time_masks):
+        w = rng.integers(0, aug.time_mask_frames + 1, size=n)
+        tm[:, k, 0] = rng.integers(0, np.maximum(1, n_frames - w + 1))
+        tm[:, k, 1] = w
+    for k in range(aug.spec_freq_masks):
+        w = rng.integers(0, aug.freq_mask_bins + 1, size=n)
+        fm[:, k, 0] = rng.integers(0, np.maximum(1, n_mels - w + 1))
+        fm[:, k, 1] = w
+    return tm, fm
+
+
+def apply_spec_masks(x: torch.Tensor, time_masks: torch.Tensor, freq_masks: torch.Tensor) -> torch.Tensor:
+    """Zero the masked frames and bands of ``x`` ``(batch, 1, n_mels, frames)``; returns a new tensor."""
+    _, _, n_mels, n_frames = x.shape
+    t = torch.arange(n_frames, device=x.device)
+    f = torch.arange(n_mels, device=x.device)
+    keep = torch.ones(x.shape[0], n_mels, n_frames, dtype=torch.bool, device=x.device)
+    for k in range(time_masks.shape[1]):
+        s, w = time_masks[:, k, 0:1], time_masks[:, k, 1:2]
+        keep &= ~((t[None] >= s) & (t[None] < s + w))[:, None, :]
+    for k in range(freq_masks.shape[1]):
+        s, w = freq_masks[:, k, 0:1], freq_masks[:, k, 1:2]
+        keep &= ~((f[None] >= s) & (f[None] < s + w))[:, :, None]
+    return x * keep.unsqueeze(1).to(x.dtype)
+
+
+def episode_batch(
+    cache: WaveCache,
+    episode: Episode,
+    excerpt: int,
+    aug: AugmentConfig | None,
+    rng: np.random.Generator,
+    n_mels: int,
+    n_frames: int,
+) -> dict[str, torch.Tensor]:
+    """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``."""
+    ids = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1)])
+    waves = np.empty((len(ids), excerpt), dtype=np.float32)
+    for row, i in enumerate(ids):
+        n = int(cache.lengths[i])
+        start = int(rng.integers(0, n - excerpt + 1)) if (aug is not None and aug.random_crop and n > excerpt) else 0
+        waves[row] = cache.excerpt(int(i), start, excerpt)
+    if aug is not None and aug.gain_db > 0:
+        gains = 10.0 ** (rng.uniform(-aug.gain_db, aug.gain_db, size=(len(ids), 1)) / 20.0)
+        waves *= gains.astype(np.float32)
+    batch = {
+        "waves": torch.from_numpy(waves),
+        "target": torch.as_tensor(np.repeat(np.arange(episode.ways), episode.query.shape[1]), dtype=torch.long),
+    }
+    if aug is not None:
+        tm, fm = spec_mask_params(rng, len(ids), n_mels, n_frames, aug)
+        batch["time_masks"] = torch.from_numpy(tm)
+        batch["freq_masks"] = torch.from_numpy(fm)
+    return batch
+
+
+class EpisodeDataset(torch.utils.data.Dataset):
+    """Training episode ``i`` is drawn from ``(seed, i, rank)``."""
+
+    def __init__(
+        self,
+        cache: WaveCache,
+        pool: Pool,
+        cfg: EpisodeConfig,
+        excerpt: int,
+        aug: AugmentConfig,
+        seed: int,
+        rank: int,
+        steps: int,
+        n_mels: int,
+        n_frames: int,
+    ) -> None:
+        self.cache, self.pool, self.cfg, self.excerpt, self.aug = cache, pool, cfg, excerpt, aug
+        self.seed, self.rank, self.steps, self.n_mels, self.n_frames = seed, rank, steps, n_mels, n_frames
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = episode_rng(self.seed, i, self.rank, TRAIN_STREAM)
+        ep = sample_episode(self.pool, self.cfg, rng)
+        return episode_batch(self.cache, ep, self.excerpt, self.aug, rng, self.n_mels, self.n_frames)
+
+
+class BlockSampler(torch.utils.data.Sampler[int]):
+    """Yields the step indices of one block of ``block`` steps; Lightning sets the block via ``set_epoch``."""
+
+    def __init__(self, steps: int, block: int) -> None:
+        self.steps, self.block, self.epoch = steps, block, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        start = self.epoch * self.block
+        return iter(range(start, min(start + self.block, self.steps)))
+
+    def __len__(self) -> int:
+        start = self.epoch * self.block
+        return max(0, min(start + self.block, self.steps) - start)
+
+
+# --- the Lightning module --------------------------------------------------------------
+
+
+def build_net(config: RunConfig, seed: int) -> ProtoNet:
+    """The network, initialised from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ProtoNet(config.audio, config.model)
+
+
+@dataclass(frozen=True)
+class ValData:
+    """Fixed validation windows and episodes (the same at every validation)."""
+
+    windows: np.ndarray
+    owners: np.ndarray
+    ids: list[int]
+    episodes: list[Episode]
+
+
+def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig) -> ValData:
+    cfg = val_episode_config(pool, config.episode)
+    episodes = draw_episodes(pool, cfg, config.train.val_episodes, config.train.seed, VAL_STREAM)
+    ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
+    wins, owners = clip_windows(cache, ids, config.audio.excerpt_samples, config.eval_windows)
+    return ValData(wins, owners, ids, episodes)
+
+
+def val_episode_config(pool: Pool, cfg: EpisodeConfig) -> EpisodeConfig:
+    """Validation episodes: the run's shape, with fewer ways, shots or queries where held-out data is small."""
+    from fslcli.errors import EpisodeError
+
+    ways = min(cfg.ways, len(pool))
+    smallest = min((len(v) for v in pool.values()), default=0)
+    if ways < 2 or smallest < 2:
+        raise EpisodeError(
+            f"validation needs at least 2 classes with 2 held-out clips each; found {len(pool)} classes, the smallest with "
+            f"{smallest} clips ({', '.join(f'{k}: {len(v)}' for k, v in pool.items())}); add recordings or hold out "
+            "whole classes with --val-classes"
+        )
+    shots = min(cfg.shots, smallest - 1)
+    queries = max(1, min(cfg.queries, smallest - shots))
+    return EpisodeConfig(ways=ways, shots=shots, queries=queries)
+
+
+def _lit_module_class():
+    """The LightningModule class, built on first use so importing this module stays light."""
+    import pytorch_lightning as pl
+
+    class _Lit(pl.LightningModule):
+        def __init__(self, config: RunConfig, cache: WaveCache, train_pool: Pool, val: ValData) -> None:
+            super().__init__()
+            self.config = config
+            self.net = build_net(config, config.train.seed)
+            self.cache, self.train_pool, self.val = cache, train_pool, val
+            ways = config.train.train_ways or config.episode.ways
+            self.train_cfg = replace(config.episode, ways=ways)
+            self._val_emb: list[torch.Tensor] = []
+            self.n_frames = config.audio.excerpt_samples // config.audio.hop_length + 1
+
+        # data
+        def train_dataloader(self):
+            cfg = self.config
+            ds = EpisodeDataset(
+                self.cache,
+                self.train_pool,
+                self.train_cfg,
+                cfg.audio.excerpt_samples,
+                cfg.augment,
+                cfg.train.seed,
+                self.global_rank,
+                cfg.train.steps,
+                cfg.audio.n_mels,
+                self.n_frames,
+            )
+            sampler = BlockSampler(cfg.train.steps, cfg.train.val_every)
+            return torch.utils.data.DataLoader(ds, batch_size=None, sampler=sampler, num_workers=0)
+
+        def val_dataloader(self):
+            wins = torch.from_numpy(self.val.windows)
+            own = torch.from_numpy(self.val.owners)
+            return torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(wins, own), batch_size=128, shuffle=False, num_workers=0
+            )
+
+        # steps
+        def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x = self.net.features(batch["waves"])
+            if "time_masks" in batch:
+                x = apply_spec_masks(x, batch["time_masks"], batch["freq_masks"])
+            emb = self.net.encode(x).float()
+            n_support = self.train_cfg.ways * self.train_cfg.shots
+            out = self.net.head_forward(emb[:n_support], emb[n_support:], self.train_cfg.ways)
+            loss = F.cross_entropy(out.logits, batch["target"])
+            acc = (out.logits.argmax(-1) == batch["target"]).float().mean()
+            n = int(batch["target"].shape[0])
+            self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+            self.log("train_acc", acc, on_step=True, on_epoch=True, batch_size=n)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=n)
+            return loss
+
+        def on_validation_epoch_start(self) -> None:
+            self._val_emb = []
+
+        def validation_step(self, batch, batch_idx: int) -> None:
+            wins, own = batch
+            self._val_emb.append(self.net.embed(wins).float().cpu())
+
+        def on_validation_epoch_end(self) -> None:
+            if not self._val_emb:
+                return
+            emb_w = torch.cat(self._val_emb)
+            own = torch.from_numpy(self.val.owners)
+            n = len(self.val.ids)
+            emb = torch.zeros(n, emb_w.shape[1]).index_add_(0, own, emb_w)
+            emb = emb / torch.bincount(own, minlength=n).clamp(min=1).unsqueeze(1).float()
+            pos = {c: k for k, c in enumerate(self.val.ids)}
+            with torch.no_grad():
+                scores = score_episodes(self.net, emb.to(self.device), pos, self.val.episodes)
+            self.log("val_acc", float(scores.accuracy.mean()), prog_bar=True, sync_dist=False, batch_size=1)
+
+        def configure_optimizers(self):
+            tc = self.config.train
+            opt = torch.optim.AdamW(self.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+            warm = max(1, min(100, tc.steps // 20))
+
+            def lr_lambda(step: int) -> float:
+                if step < warm:
+                    return (step + 1) / warm
+                progress = (step - warm) / max(1, tc.steps - warm)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return _Lit
+
+
+# --- callbacks -------------------------------------------------------------------------
+
+
+def _callbacks(run_dir: Path, progress: Callable[[dict[str, Any]], None] | None, t0: float):
+    import pytorch_lightning as pl
+
+    class History(pl.Callback):
+        """Appends one row per validation (step, losses, accuracies, wall time) to history.jsonl."""
+
+        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero:
+                return
+            m = trainer.callback_metrics
+            row = {"step": int(trainer.global_step), "seconds": round(time.perf_counter() - t0, 2)}
+            for key, name in (("train_loss_epoch", "train_loss"), ("train_acc_epoch", "train_acc"), ("val_acc", "val_acc")):
+                if key in m:
+                    row[name] = float(m[key])
+            with open(run_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            if progress is not None:
+                progress({"event": "val", **row})
+
+    class Progress(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if progress is None or not trainer.is_global_zero:
+                return
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            progress({"event": "step", "step": int(trainer.global_step), "loss": float(loss)})
+
+    return [History(), Progress()]
+
+
+# --- fit -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    model_path: Path | None
+    best_val_acc: float | None
+    best_step: int | None
+    seconds: float
+    steps: int
+    is_global_zero: bool
+
+
+def resolve_accelerator(accelerator: str, precision: str) -> str:
+    """Check the precision can run on the chosen device; returns the accelerator Lightning will use."""
+    from fslcli.errors import FslError
+
+    acc = accelerator
+    if acc == "auto":
+        if torch.cuda.is_available():
+            acc = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            acc = "mps"
+        else:
+            acc = "cpu"
+    if acc in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise FslError(f"--accelerator {accelerator}: no CUDA GPU is visible; use --accelerator cpu or auto")
+    if acc == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise FslError("--accelerator mps: Apple's MPS is not available here; use --accelerator cpu or auto")
+    if precision not in ("32", "16-mixed", "bf16-mixed"):
+        raise FslError(f"--precision {precision!r} is unknown; choose 32, 16-mixed or bf16-mixed")
+    if precision == "16-mixed" and acc == "cpu":
+        raise FslError("--precision 16-mixed needs a CUDA or MPS GPU; on the CPU use 32 or bf16-mixed")
+    if precision == "bf16-mixed" and acc in ("cuda", "gpu") and not torch.cuda.is_bf16_supported():
+        raise FslError("--precision bf16-mixed: this GPU has no bfloat16 support; use 16-mixed or 32")
+    return acc
+
+
+def fit(
+    config: RunConfig,
+    cache: WaveCache,
+    train_pool: Pool,
+    val_pool: Pool,
+    source: DataSource,
+    run_dir: Path,
+    resume: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train, keep the best checkpoint by validation accuracy, and write ``run_dir/model.pt``."""
+    quiet_lightning()
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    quiet_lightning()
+
+    from fslcli.checkpoint import save_model
+
+    tc = config.train
+    accelerator = resolve_accelerator(tc.accelerator, tc.precision)
+    check_pool(train_pool, replace(config.episode, ways=tc.train_ways or config.episode.ways), what="training episodes")
+    val = make_val_data(cache, val_pool, config)
+    lit = _lit_module_class()(config, cache, train_pool, val)
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max", save_last=True, save_top_k=1, enable_version_counter=False
+    )
+    world = tc.devices * tc.num_nodes
+    strategy: Any = "ddp" if world > 1 else "auto"
+    if world > 1 and accelerator == "cpu":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    t0 = time.perf_counter()
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=strategy,
+        precision=tc.precision,
+        max_steps=tc.steps,
+        max_epochs=math.ceil(tc.steps / tc.val_every),
+        check_val_every_n_epoch=1,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+        log_every_n_steps=max(1, min(10, tc.val_every // 5)),
+        callbacks=[checkpoint, *_callbacks(run_dir, progress, t0)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=False,
+        benchmark=False,
+        default_root_dir=str(run_dir),
+    )
+    ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
+    trainer.fit(lit, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return FitResult(run_dir, None, None, None, seconds, int(trainer.global_step), False)
+    best_path = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    net = build_net(config, tc.seed)
+    net.load_state_dict({k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    best = checkpoint.best_model_score
+    best_step = int(state.get("global_step", 0))
+    previous = _previous_seconds(run_dir) if resume else 0.0
+    meta = {
+        "best_val_acc": float(best) if best is not None else None,
+        "best_step": best_step,
+        "steps": int(trainer.global_step),
+        "train_seconds": round(previous + seconds, 2),
+        "val_description": "",
+        **(extra_meta or {}),
+    }
+    model_path = run_dir / "model.pt"
+    save_model(model_path, net, config, source, meta)
+    _write_learning_curves(run_dir)
+    return FitResult(run_dir, model_path, meta["best_val_acc"], best_step, seconds, int(trainer.global_step), True)
+
+
+def _previous_seconds(run_dir: Path) -> float:
+    rows = read_history(run_dir)
+    return float(rows[-1]["seconds"]) if rows else 0.0
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _write_learning_curves(run_dir: Path) -> None:
+    rows = read_history(run_dir)
+    if not rows:
+        return
+    from fslcli.plotting import learning_curves_figure, write_figure
+
+    write_figure(learning_curves_figure(rows), run_dir / "learning_curves.html")

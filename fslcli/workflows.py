@@ -1,0 +1,192 @@
+"""The operations behind each command: one call per command, typed results, no printing.
+
+The CLI parses options, calls one function here and renders what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
+from fslcli.datasets import DataSource, load_clips
+from fslcli.errors import DataError, FslError
+from fslcli.features import WaveCache, open_cache
+from fslcli.splits import Pools, default_split_for, make_pools
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Clips of a source, decoded into the cache, grouped into pools."""
+
+    source: DataSource
+    cache: WaveCache
+    pools: Pools
+    split: SplitConfig
+    skipped: list[tuple[str, str]]
+    cache_built: bool
+
+
+def prepare(
+    source: DataSource,
+    split: SplitConfig,
+    sample_rate: int,
+    cache_dir: Path | None,
+    progress: Progress | None = None,
+    adapt_split: bool = False,
+) -> Prepared:
+    """Read a source, open (or build) its cache, and make the class pools.
+
+    ``adapt_split``: for data whose classes are not TinySOL's, derive a default split
+    (see :func:`fslcli.splits.default_split_for`).
+    """
+    read = load_clips(source)
+    skipped = [(str(p), r) for p, r in read.skipped]
+    cache, built = open_cache(
+        read.clips,
+        sample_rate,
+        cache_dir,
+        progress=(lambda d, t: progress("Decoding audio into the cache", d, t)) if progress else None,
+    )
+    skipped += cache.skipped
+    if len(cache) == 0:
+        raise DataError(f"no usable audio in {source.describe()} ({len(skipped)} files skipped)")
+    if adapt_split:
+        split = default_split_for(cache.labels(), split)
+    pools = make_pools(cache.clips, split)
+    return Prepared(source, cache, pools, split, skipped, built)
+
+
+# --- train -----------------------------------------------------------------------------
+
+
+def check_run_dir(run_dir: Path, force: bool) -> None:
+    """Refuse a non-empty run folder unless ``force``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FslError(f"--out {run_dir} is a file; give a folder for the run")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+        raise FslError(f"--out {run_dir} is not empty; pass --force to write into it, or --resume {run_dir} to continue it")
+
+
+def save_run_file(run_dir: Path, config: RunConfig, source: DataSource) -> None:
+    payload = {"settings": config.to_dict(), "source": source.to_dict()}
+    (run_dir / "run.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def load_run_file(run_dir: Path) -> tuple[RunConfig, DataSource]:
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FslError(f"--resume {run_dir}: no run.json there; give the folder of a run started with `fsl train`")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return RunConfig.from_dict(data["settings"]), DataSource.from_dict(data["source"])
+
+
+# --- eval ------------------------------------------------------------------------------
+
+
+def device_for(accelerator: str = "auto") -> str:
+    import torch
+
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
+        return "cuda"
+    if accelerator in ("auto", "mps") and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def eval_summary(result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int) -> dict[str, Any]:
+    """The JSON object of ``fsl eval --json``."""
+    return {
+        "mean_accuracy": result.mean_accuracy,
+        "ci95_half_width": result.ci95_half_width,
+        "episodes": result.episodes,
+        "settings": {
+            "ways": cfg.ways,
+            "shots": cfg.shots,
+            "queries": cfg.queries,
+            "seed": seed,
+            "eval_windows": n_windows,
+            "dataset": source.to_dict(),
+            "test_classes": result.classes,
+        },
+        "checkpoint": {"path": str(loaded.path), "sha256": loaded.sha256},
+        "per_class": result.per_class,
+        "confusion": {"classes": result.classes, "matrix": result.confusion.tolist()},
+        "clips_embedded": result.clips_embedded,
+    }
+
+
+def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to a temporary file then rename; no partial file under the final name."""
+    import tempfile
+
+    from fslcli.errors import OutputError
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_embeddings(path: Path, embeddings: np.ndarray, paths: list[str], labels: list[str]) -> None:
+    """Write embeddings by suffix: ``.npz`` (arrays ``embeddings``, ``paths``, ``labels``; no object arrays),
+    ``.csv`` (path, label, e0..eN) or ``.parquet`` (same columns; needs pyarrow)."""
+    import tempfile
+
+    from fslcli.errors import OutputError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        write_npz_atomic(path, embeddings=embeddings.astype(np.float32), paths=np.asarray(paths, dtype=str), labels=np.asarray(labels, dtype=str))
+        return
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        cols = [f"e{k}" for k in range(embeddings.shape[1])]
+        if suffix == ".csv":
+            import csv
+
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "label", *cols])
+                for p, lab, row in zip(paths, labels, embeddings, strict=True):
+                    w.writerow([p, lab, *(f"{v:.7g}" for v in row)])
+        elif suffix == ".parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise FslError("parquet output needs pyarrow: pip install 'fslcli[parquet]'") from None
+            table = pa.table({"path": paths, "label": labels, **{c: embeddings[:, k] for k, c in enumerate(cols)}})
+            pq.write_table(table, tmp)
+        else:
+            raise FslError(f"--out {path}: unknown format {suffix or '(none)'}; use .npz, .csv or .parquet")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

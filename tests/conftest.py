@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny generated audio, isolated caches and data homes, a seeded rng."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tinysol_fixture) import by name
+
+SR = 16_000
+
+# Four synthetic "instruments": distinct spectral envelopes and attacks, random pitch.
+_TIMBRES = {
+    "Bright": (np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5]), 0.01),
+    "Dark": (np.array([1.0, 0.3, 0.1]), 0.05),
+    "Odd": (np.array([1.0, 0.0, 0.6, 0.0, 0.4, 0.0, 0.3]), 0.02),
+    "Noisy": (np.array([1.0, 0.5]), 0.001),
+}
+
+
+def synth_tone(rng: np.random.Generator, timbre: str, seconds: float = 0.6, sr: int = SR) -> np.ndarray:
+    """A short note of one synthetic timbre: ``(n_samples,)`` float32 in [-1, 1]."""
+    amps, attack = _TIMBRES[timbre]
+    f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t + rng.uniform(0, 6.28)) for k, a in enumerate(amps) if a > 0)
+    if timbre == "Noisy":
+        x = x + 0.8 * rng.standard_normal(len(t))
+    env = np.minimum(1.0, t / attack) * np.exp(-t * rng.uniform(1.0, 3.0))
+    x = x * env
+    return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
+def write_folder_dataset(root: Path, per_class: int = 10, seed: int = 0, seconds: float = 0.6) -> Path:
+    """``root/<class>/<n>.wav`` for the four synthetic timbres."""
+    rng = np.random.default_rng(seed)
+    for name in _TIMBRES:
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            sf.write(d / f"{name.lower()}_{k:02d}.wav", synth_tone(rng, name, seconds), SR, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's cache and default data homes out of the user's folders."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("FSL_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("FSL_DATA_ROOT", str(base / "data-root"))
+    monkeypatch.delenv("FSL_RUN_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def folder_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four classes x 10 clips of 0.6 s synthetic tones, one subfolder per class."""
+    return write_folder_dataset(tmp_path_factory.mktemp("folder-data"), per_class=10)
+
+
+@pytest.fixture(scope="session")
+def gm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small render of the offline dataset: all 14 instruments, 5 notes x 3 dynamics each."""
+    from fslcli.datasets.tinysol_gm import render_tinysol_gm
+
+    home = tmp_path_factory.mktemp("gm") / "tinysol-gm"
+    render_tinysol_gm(home, seed=0, max_notes_per_instrument=5)
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, gm_home: Path) -> Path:
+    """A model trained for 2 steps on the small render (through the real CLI)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from fslcli.cli import app
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    env = {"FSL_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        res = CliRunner().invoke(
+            app,
+            ["train", "--data-home", str(gm_home), "--dataset", "tinysol-gm", "--steps", "2", "--val-every", "1",
+             "--ways", "3", "--shots", "2", "--queries", "3", "--val-episodes", "5", "--out", str(run)],
+        )
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert res.exit_code == 0, res.output
+    return run / "model.pt"
