@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import pickletools
+import re
 import tempfile
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,14 +108,26 @@ def read_payload(path: Path) -> dict[str, Any]:
         else:
             raise CheckpointError(f"{path} is a folder without a model.pt; give a model.pt file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        code = _code_in_pickle(path, exc)
+        if code is not None:
+            raise CheckpointError(
+                f"{path} is unsafe: it holds Python objects ({code}) that would run code when loaded; "
+                "refusing to load it (use a model.pt written by `fsl train`)"
+            ) from None
         raise CheckpointError(
-            f"{path} is not a safe fslcli model: it holds Python objects that could run code when loaded "
-            f"({str(exc).splitlines()[0][:160]}); refusing to load it"
+            f"{path} is damaged or not a model file (not a PyTorch file fslcli can read); retrain or copy it again"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    except Exception as exc:  # torch.load on arbitrary bytes: RuntimeError, EOFError, IndexError, ...
+        if path.stat().st_size == 0:
+            msg = "empty file"
+        elif isinstance(exc, RuntimeError):  # torch's zip reader says what is wrong
+            msg = _one_line(exc).split(". ")[0][:160]
+        else:
+            msg = "not a PyTorch file fslcli can read"
         raise CheckpointError(f"{path} is damaged or not a model file ({msg}); retrain or copy it again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an fslcli model file (no '{FORMAT}' header); give a model.pt written by `fsl train`")
@@ -123,7 +137,48 @@ def read_payload(path: Path) -> dict[str, Any]:
             f"{path} has model format version {version}, this fslcli reads version {FORMAT_VERSION}; "
             "use the fslcli version that wrote it, or retrain"
         )
+    missing = [k for k in ("settings", "splits", "source", "state_dict") if not isinstance(payload.get(k), dict)]
+    if missing:
+        raise CheckpointError(f"{path} is damaged: its {', '.join(missing)} part is missing; retrain or copy it again")
     return payload
+
+
+#: Pickle opcodes that import or call Python objects.
+_CODE_OPS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
+
+
+def _code_in_pickle(path: Path, exc: Exception) -> str | None:
+    """What in a file refused by weights-only loading would run code, or None if it is just not a pickle.
+
+    Torch names the first global it refused; otherwise the file is parsed with
+    :mod:`pickletools`, which reads opcodes without importing or calling anything.
+    """
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if refused:
+        return refused.group(1)
+    names: list[str] = []
+    found = False
+    last_two: list[object] = [None, None]  # arguments of the two previous opcodes
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name == "GLOBAL" and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and all(isinstance(a, str) for a in last_two):
+                    names.append(f"{last_two[0]}.{last_two[1]}")
+                if op.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
+                    last_two = [last_two[1], arg]
+                found = found or op.name in _CODE_OPS
+    except Exception:  # not a complete pickle: damaged or not a model file
+        return None
+    if not found:
+        return None
+    return ", ".join(dict.fromkeys(names)) or "callables"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without terminal colour codes."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
 
 
 def load_model(path: Path) -> LoadedModel:

@@ -21,9 +21,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fslcli import __version__
+from fslcli.config import TrainConfig
 from fslcli.errors import FslError
 
 app = typer.Typer(
@@ -80,7 +82,15 @@ def handle_errors(fn: F) -> F:
         except FslError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            # escape: paths and names may hold [brackets] that rich would take for markup
+            err.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            # A file-system failure no check foresaw (disk full, permissions, ...): still one line.
+            if _state["debug"]:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
@@ -140,7 +150,7 @@ def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None
 
 def _warn_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> None:
     for path, reason in skipped[:limit]:
-        err.print(f"[yellow]skipped[/] {path}: {reason}", soft_wrap=True)
+        err.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(' '.join(str(reason).split()))}", soft_wrap=True)
     if len(skipped) > limit:
         err.print(f"[yellow]... and {len(skipped) - limit} more skipped files[/]")
 
@@ -168,6 +178,9 @@ def _model_path(model: Path | None) -> Path:
 
     return model if model is not None else newest_model()
 
+
+# fslcli.config is light (dataclasses only), so the defaults come from one place.
+_TRAIN_DEFAULTS = TrainConfig()
 
 # Shared options -----------------------------------------------------------------------
 DatasetOpt = Annotated[Dataset | None, typer.Option("--dataset", help="A named dataset (default: the offline tinysol-gm, or the model's own data).")]
@@ -232,7 +245,7 @@ def train(
     ways: WaysOpt = 5,
     shots: ShotsOpt = 5,
     queries: QueriesOpt = 15,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = 2000,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = _TRAIN_DEFAULTS.steps,
     seed: SeedOpt = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>/).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty run folder.")] = False,
@@ -243,10 +256,10 @@ def train(
     train_classes: Annotated[str | None, typer.Option("--train-classes", help="Comma-separated training classes.")] = None,
     test_classes: Annotated[str | None, typer.Option("--test-classes", help="Comma-separated test classes (never seen in training or validation).")] = None,
     val_classes: Annotated[str | None, typer.Option("--val-classes", help="Hold out these whole classes for validation (default: held-out recordings of the training classes).")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")] = 100,
-    val_episodes: Annotated[int, typer.Option("--val-episodes", min=1, help="Validation episodes.")] = 300,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")] = _TRAIN_DEFAULTS.val_every,
+    val_episodes: Annotated[int, typer.Option("--val-episodes", min=1, help="Validation episodes.")] = _TRAIN_DEFAULTS.val_episodes,
     train_ways: Annotated[int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: same as --ways).")] = 0,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")] = 1e-3,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")] = _TRAIN_DEFAULTS.learning_rate,
     backbone: Annotated[str, typer.Option("--backbone", help="conv, resnet or tutorial.")] = "conv",
     accelerator: Annotated[Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")] = Accelerator.auto,
     devices: Annotated[int, typer.Option("--devices", min=1, help="Devices (processes) for data-parallel training (DDP).")] = 1,
@@ -309,7 +322,8 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
     from dataclasses import replace
 
     from fslcli.config import TrainConfig
-    from fslcli.training import fit
+    from fslcli.errors import OutputError
+    from fslcli.training import fit, preflight
     from fslcli.workflows import prepare, save_run_file
 
     quiet = is_child
@@ -332,10 +346,15 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
                 f"[bold]Short run[/]: {config.train.steps} steps (a full `fsl train` runs {default_steps}); "
                 "expect lower accuracy than a full run."
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_child and not resuming:
-        save_run_file(run_dir, config, source)
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
+    # Refused here, the run folder is not created: the same command works once fixed.
+    preflight(config, prep.pools.train, prep.pools.val)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not is_child and not resuming:
+            save_run_file(run_dir, config, source)
+            (run_dir / "history.jsonl").unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --out") from None
     os.environ["FSL_RUN_DIR"] = str(run_dir)  # DDP workers re-run this command: they must find the same folder
 
     from rich.progress import (
@@ -371,7 +390,11 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
             result = fit(config, prep.cache, prep.pools.train, prep.pools.val, source, run_dir, resume=resuming, progress=on_progress,
                          extra_meta={"val_description": prep.pools.val_description})
     except KeyboardInterrupt:
-        err.print(f"[yellow]Interrupted.[/] Continue with: fsl train --resume {run_dir}")
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            err.print(f"[yellow]Interrupted.[/] Continue with: fsl train --resume {escape(str(run_dir))}")
+        else:
+            err.print(f"[yellow]Interrupted[/] before the first validation, so there is nothing to resume: "
+                      f"run the same command again with --force (--out {escape(str(run_dir))})")
         raise typer.Exit(130) from None
     if not result.is_global_zero:
         return
@@ -431,6 +454,7 @@ def eval_cmd(
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
+        _report_skipped(prep.skipped)
         return
     out.print(
         f"[bold]{cfg.ways}-way {cfg.shots}-shot, {episodes} episodes[/] on {', '.join(result.classes)} ({source.describe()})"
@@ -478,7 +502,7 @@ def embed(
     labels = [p.parent.name for p in emb.paths]
     write_embeddings(out_path, emb.embeddings, [str(p) for p in emb.paths], labels)
     _report_skipped([(str(p), r) for p, r in emb.skipped])
-    out.print(f"Wrote {len(emb.paths)} embeddings of dimension {emb.embeddings.shape[1]} to {out_path}")
+    out.print(f"Wrote {len(emb.paths)} embeddings of dimension {emb.embeddings.shape[1]} to {escape(str(out_path))}")
 
 
 # predict ------------------------------------------------------------------------------
@@ -520,6 +544,7 @@ def predict(
                 rec["true_class"] = p.true_class
             records.append(rec)
         sys.stdout.write(json.dumps(records) + "\n")
+        _report_skipped([(str(p), r) for p, r in res.skipped])
         return
     table = Table()
     for col in ("file", "predicted", "probability", "runner-up", "probability"):
@@ -527,7 +552,7 @@ def predict(
     for p in res.predictions:
         mark = "" if p.true_class is None else (" ✓" if p.predicted == p.true_class else f" ✗ ({p.true_class})")
         table.add_row(
-            str(p.path), p.predicted + mark, f"{p.probability:.3f}", p.runner_up or "-",
+            escape(str(p.path)), escape(p.predicted + mark), f"{p.probability:.3f}", p.runner_up or "-",
             f"{p.runner_up_probability:.3f}" if p.runner_up_probability is not None else "-",
         )
     out.print(table)
@@ -579,7 +604,8 @@ def plot_episode(
     with progress_bar() as bar:
         res = episode_plot(loaded, source, cfg, episode, seed, method.value, dims, out_path, cache_dir, bar)
     _warn_skipped(res.skipped)
-    out.print(f"Episode {episode}: accuracy {res.accuracy:.3f}; wrote {res.path}")
+    out.print(f"Episode {episode}: accuracy {res.accuracy:.3f}; wrote {escape(str(res.path))}")
+    _report_skipped(res.skipped)
 
 
 @app.command("plot-embeddings")
@@ -605,7 +631,8 @@ def plot_embeddings(
     with progress_bar() as bar:
         res = embeddings_plot(loaded, source, method.value, dims, include_train, seed, out_path, cache_dir, bar)
     _warn_skipped(res.skipped)
-    out.print(f"Wrote {res.path} ({res.points} points)")
+    out.print(f"Wrote {escape(str(res.path))} ({res.points} points)")
+    _report_skipped(res.skipped)
 
 
 # info ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class AudioConfig:
     sample_rate: int = 16_000
     excerpt_seconds: float = 1.0
     n_fft: int = 1024
-    hop_length: int = 160
+    hop_length: int = 256
     n_mels: int = 64
     f_min: float = 0.0
     f_max: float | None = None
@@ -105,10 +105,14 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    #: "adamw" (the default) or "adam" (the tutorial's optimiser).
+    optimizer: str = "adamw"
+    #: "cosine" (linear warm-up, then cosine decay; the default) or "constant" (the tutorial's).
+    schedule: str = "cosine"
     #: Ways of training episodes (may exceed the evaluation ways; 0 means same as episode.ways).
     train_ways: int = 0
     val_every: int = 100
-    val_episodes: int = 100
+    val_episodes: int = 300
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1

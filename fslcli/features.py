@@ -55,23 +55,56 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         audio = data.mean(axis=1)
     except Exception as sf_exc:  # soundfile cannot read it: let librosa (audioread) try
+        if os.path.getsize(path) == 0:
+            raise DecodeError("empty file (0 bytes)") from None
         try:
             import librosa
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                audio, sr = librosa.load(str(path), sr=None, mono=True)
+            # Filters, not catch_warnings(): that is not thread-safe and the cache decodes in threads.
+            warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*audioread_load", category=FutureWarning)
+            audio, sr = librosa.load(str(path), sr=None, mono=True)
             audio = np.asarray(audio, dtype=np.float32)
         except Exception:
-            raise DecodeError(f"not decodable as audio ({type(sf_exc).__name__}: {str(sf_exc).strip()[:120]})") from None
+            detail = str(sf_exc).replace(f"Error opening {str(path)!r}: ", "").strip()[:120]  # the path is named already
+            raise DecodeError(f"not decodable as audio ({detail or type(sf_exc).__name__})") from None
     if audio.size == 0:
         raise DecodeError("no audio samples (empty file)")
+    short = _wav_shortfall(path)
+    if short is not None:
+        raise DecodeError(f"truncated: its header promises {short[0]} bytes of audio, the file holds {short[1]}")
     audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     if sr != sample_rate:
         import soxr
 
         audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file cut short (e.g. an interrupted copy): the data bytes its header
+    promises and those present; None for complete files and other formats.
+
+    libsndfile quietly reads what is there, so the cut would otherwise go unnoticed.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                present = size - pos - 8
+                # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length.
+                if declared not in (0, 0xFFFFFFFF) and present < declared:
+                    return declared, present
+                return None
+            pos += 8 + declared + (declared & 1)
+    return None
 
 
 def cache_key(paths: Sequence[Path], sample_rate: int) -> str:
@@ -161,8 +194,10 @@ def open_cache(
     if (root / _MANIFEST).is_file() and (root / _WAVES).exists():
         try:
             return _load(root, by_path), False
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
             shutil.rmtree(root, ignore_errors=True)  # unreadable: rebuild it
+    elif root.exists():
+        shutil.rmtree(root, ignore_errors=True)  # incomplete (no manifest): never trusted, rebuilt
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

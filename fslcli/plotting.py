@@ -274,23 +274,31 @@ def _scatter_figure(points: PointSet, title: str, colours: Mapping[str, str] | N
     if missing:
         raise FslError(f"no colour given for class(es) {missing}; add them to colours=")
 
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(roles, labels, strict=True)):
+        groups.setdefault(key, []).append(i)
+
     fig = go.Figure()
     train_in_legend = False
-    for role in ROLES:
-        for label in sorted({lab for lab, r in zip(labels, roles, strict=True) if r == role}):
-            idx = [i for i, (lab, r) in enumerate(zip(labels, roles, strict=True)) if r == role and lab == label]
-            # Wrong queries last, so the legend shows the trace's usual marker.
-            idx.sort(key=lambda i: _is_wrong(points.predicted[i], label))
-            grey = grey_train and role == "train"
-            trace_kwargs = _trace_style(role, label, idx, points, colours, is_3d, grey)
-            if grey:
-                trace_kwargs.update(name="train clips", legendgroup="train", showlegend=not train_in_legend)
-                train_in_legend = True
-            xyz = {"x": coords[idx, 0], "y": coords[idx, 1]}
-            if is_3d:
-                fig.add_trace(go.Scatter3d(z=coords[idx, 2], **xyz, **trace_kwargs))
-            else:
-                fig.add_trace(go.Scatter(**xyz, **trace_kwargs))
+    # Roles in drawing order (prototypes on top), classes alphabetically.
+    for role, label in sorted(groups, key=lambda k: (ROLES.index(k[0]), k[1])):
+        # Wrong queries last, so the legend shows the trace's usual marker.
+        idx = sorted(groups[role, label], key=lambda i: _is_wrong(points.predicted[i], label))
+        grey = grey_train and role == "train"
+        trace_kwargs = _trace_style(role, label, idx, points, colours, is_3d, grey)
+        if grey:
+            trace_kwargs.update(
+                name="clips (grey)",
+                legendgroup="train",
+                legendgrouptitle_text="training classes",
+                showlegend=not train_in_legend,
+            )
+            train_in_legend = True
+        xyz = {"x": coords[idx, 0], "y": coords[idx, 1]}
+        if is_3d:
+            fig.add_trace(go.Scatter3d(z=coords[idx, 2], **xyz, **trace_kwargs))
+        else:
+            fig.add_trace(go.Scatter(**xyz, **trace_kwargs))
 
     fig.update_layout(
         title=title,

@@ -16,6 +16,11 @@ import warnings
 from types import ModuleType
 
 import numpy as np
+
+# Imported here, not inside project(): threadpool_limits only reaches thread
+# pools already loaded, and scikit-learn brings its OpenMP runtime with it.
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from fslcli.errors import FslError
@@ -104,8 +109,6 @@ def _pad(y: np.ndarray, dims: int) -> np.ndarray:
 
 def _pca(x: np.ndarray, dims: int) -> np.ndarray:
     """Principal components; fewer points or features than ``dims`` are zero-padded."""
-    from sklearn.decomposition import PCA
-
     k = min(dims, x.shape[0], x.shape[1])
     # The full SVD is deterministic, and sklearn fixes the component signs.
     y = PCA(n_components=k, svd_solver="full").fit_transform(x)
@@ -114,8 +117,6 @@ def _pca(x: np.ndarray, dims: int) -> np.ndarray:
 
 def _tsne(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
     """t-SNE with PCA initialisation and a perplexity that fits ``n_points``."""
-    from sklearn.manifold import TSNE
-
     n, d = x.shape
     perplexity = min(30.0, max(1.0, (n - 1) / 3))
     # PCA initialisation (stable layouts across runs) needs as many points and

@@ -35,6 +35,8 @@ from fslcli.model import ProtoNet
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adam")
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 
 
 def quiet_lightning() -> None:
@@ -272,6 +274,7 @@ def _lit_module_class():
             out = self.net.head_forward(emb[:n_support], emb[n_support:], self.train_cfg.ways)
             loss = F.cross_entropy(out.logits, batch["target"])
             acc = (out.logits.argmax(-1) == batch["target"]).float().mean()
+            self.last_train_acc = float(acc)
             n = int(batch["target"].shape[0])
             self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
             self.log("train_acc", acc, on_step=True, on_epoch=True, batch_size=n)
@@ -300,7 +303,10 @@ def _lit_module_class():
 
         def configure_optimizers(self):
             tc = self.config.train
-            opt = torch.optim.AdamW(self.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+            opt_class = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+            opt = opt_class(self.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+            if tc.schedule == "constant":
+                return opt
             warm = max(1, min(100, tc.steps // 20))
 
             def lr_lambda(step: int) -> float:
@@ -322,29 +328,37 @@ def _callbacks(run_dir: Path, progress: Callable[[dict[str, Any]], None] | None,
     import pytorch_lightning as pl
 
     class History(pl.Callback):
-        """Appends one row per validation (step, losses, accuracies, wall time) to history.jsonl."""
+        """Appends one row per validation block (step, mean training loss and accuracy over the
+        block, validation accuracy, wall time) to history.jsonl, and reports progress."""
 
-        def on_validation_epoch_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking or not trainer.is_global_zero:
-                return
-            m = trainer.callback_metrics
-            row = {"step": int(trainer.global_step), "seconds": round(time.perf_counter() - t0, 2)}
-            for key, name in (("train_loss_epoch", "train_loss"), ("train_acc_epoch", "train_acc"), ("val_acc", "val_acc")):
-                if key in m:
-                    row[name] = float(m[key])
-            with open(run_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            if progress is not None:
-                progress({"event": "val", **row})
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.accs: list[float] = []
 
-    class Progress(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if progress is None or not trainer.is_global_zero:
-                return
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            progress({"event": "step", "step": int(trainer.global_step), "loss": float(loss)})
+            loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+            self.losses.append(loss)
+            self.accs.append(float(getattr(pl_module, "last_train_acc", float("nan"))))
+            if progress is not None and trainer.is_global_zero:
+                progress({"event": "step", "step": int(trainer.global_step), "loss": loss})
 
-    return [History(), Progress()]
+        # Lightning validates at the end of each block, before on_train_epoch_end.
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            # No steps since the last row: a resumed run re-ending the block its checkpoint closed.
+            if trainer.is_global_zero and self.losses:
+                row: dict[str, Any] = {"step": int(trainer.global_step), "seconds": round(time.perf_counter() - t0, 2)}
+                if self.losses:
+                    row["train_loss"] = float(np.mean(self.losses))
+                    row["train_acc"] = float(np.nanmean(self.accs))
+                if "val_acc" in trainer.callback_metrics:
+                    row["val_acc"] = float(trainer.callback_metrics["val_acc"])
+                with open(run_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                if progress is not None:
+                    progress({"event": "val", **row})
+            self.losses, self.accs = [], []
+
+    return [History()]
 
 
 # --- fit -------------------------------------------------------------------------------
@@ -386,6 +400,22 @@ def resolve_accelerator(accelerator: str, precision: str) -> str:
     return acc
 
 
+def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
+    """Refuse what training could not do (device, precision, episode shapes) before any work
+    starts; returns the accelerator Lightning will use."""
+    from fslcli.errors import FslError
+
+    tc = config.train
+    if tc.optimizer not in OPTIMIZERS:
+        raise FslError(f"optimizer {tc.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
+    if tc.schedule not in SCHEDULES:
+        raise FslError(f"learning-rate schedule {tc.schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+    accelerator = resolve_accelerator(tc.accelerator, tc.precision)
+    check_pool(train_pool, replace(config.episode, ways=tc.train_ways or config.episode.ways), what="training episodes")
+    val_episode_config(val_pool, config.episode)
+    return accelerator
+
+
 def fit(
     config: RunConfig,
     cache: WaveCache,
@@ -408,13 +438,21 @@ def fit(
     from fslcli.checkpoint import save_model
 
     tc = config.train
-    accelerator = resolve_accelerator(tc.accelerator, tc.precision)
-    check_pool(train_pool, replace(config.episode, ways=tc.train_ways or config.episode.ways), what="training episodes")
+    accelerator = preflight(config, train_pool, val_pool)
     val = make_val_data(cache, val_pool, config)
     lit = _lit_module_class()(config, cache, train_pool, val)
     ckpt_dir = run_dir / "checkpoints"
+    # save_on_train_epoch_end=False: saved at validation end, Lightning resumes the block as ended once.
+    # Saved at train-epoch end (its default here), a max_steps run resumes "on epoch end", counts that
+    # block a second time and stops one block early, so `--resume` trained nothing.
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max", save_last=True, save_top_k=1, enable_version_counter=False
+        dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False,
+        save_on_train_epoch_end=False,
+    )
+    # last.ckpt (what --resume reads) from its own unmonitored callback: Lightning >= 2.6 refreshes a
+    # monitored callback's save_last only when the monitored value improves.
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False
     )
     world = tc.devices * tc.num_nodes
     strategy: Any = "ddp" if world > 1 else "auto"
@@ -435,7 +473,7 @@ def fit(
         num_sanity_val_steps=0,
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
         log_every_n_steps=max(1, min(10, tc.val_every // 5)),
-        callbacks=[checkpoint, *_callbacks(run_dir, progress, t0)],
+        callbacks=[checkpoint, last, *_callbacks(run_dir, progress, t0)],
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
@@ -444,7 +482,7 @@ def fit(
         default_root_dir=str(run_dir),
     )
     ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
-    trainer.fit(lit, ckpt_path=ckpt_path)
+    _fit_or_interrupt(trainer, lit, ckpt_path)
     seconds = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return FitResult(run_dir, None, None, None, seconds, int(trainer.global_step), False)
@@ -467,6 +505,31 @@ def fit(
     save_model(model_path, net, config, source, meta)
     _write_learning_curves(run_dir)
     return FitResult(run_dir, model_path, meta["best_val_acc"], best_step, seconds, int(trainer.global_step), True)
+
+
+def _fit_or_interrupt(trainer: Any, lit: Any, ckpt_path: str | None) -> None:
+    """``trainer.fit``, with Ctrl-C surfacing as :class:`KeyboardInterrupt`.
+
+    Lightning catches Ctrl-C itself: it stops, ignores SIGINT from then on and calls
+    ``sys.exit(1)`` (older versions return normally). Either way the caller must learn the
+    run was interrupted (no model.pt is written; the CLI prints how to resume), and the
+    process gets its Ctrl-C handler back.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        trainer.fit(lit, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
 
 
 def _previous_seconds(run_dir: Path) -> float:

@@ -74,6 +74,10 @@ def check_run_dir(run_dir: Path, force: bool) -> None:
         raise FslError(f"--out {run_dir} is a file; give a folder for the run")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
         raise FslError(f"--out {run_dir} is not empty; pass --force to write into it, or --resume {run_dir} to continue it")
+    # The nearest existing ancestor must be a folder, or creating the run folder fails late.
+    ancestor = next((p for p in Path(run_dir).absolute().parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise FslError(f"--out {run_dir}: {ancestor} is a file, so no folder can be made there; choose another --out")
 
 
 def save_run_file(run_dir: Path, config: RunConfig, source: DataSource) -> None:

@@ -103,3 +103,31 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, gm_home: Path) -> Pa
                 os.environ[k] = v
     assert res.exit_code == 0, res.output
     return run / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def folder_cache(tmp_path_factory: pytest.TempPathFactory, folder_data: Path):
+    """``folder_data`` decoded into its own waveform cache (a :class:`~fslcli.features.WaveCache`)."""
+    from fslcli.datasets.folder import read_folder
+    from fslcli.features import open_cache
+
+    cache, _ = open_cache(read_folder(folder_data).clips, SR, tmp_path_factory.mktemp("folder-cache"))
+    return cache
+
+
+def make_tiny_net(seed: int = 0, excerpt_seconds: float = 0.25, **model: object):
+    """A small, seeded, untrained ProtoNet (channels 4, 8; 16-d embeddings) in eval mode."""
+    import torch
+
+    from fslcli.config import AudioConfig, ModelConfig
+    from fslcli.model import ProtoNet
+
+    torch.manual_seed(seed)
+    kw = {"channels": (4, 8), "embedding_dim": 16, **model}
+    return ProtoNet(AudioConfig(excerpt_seconds=excerpt_seconds, n_mels=32), ModelConfig(**kw)).eval()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def tiny_net():
+    """A small untrained ProtoNet (see :func:`make_tiny_net`)."""
+    return make_tiny_net()

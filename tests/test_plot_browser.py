@@ -61,6 +61,8 @@ window.addEventListener("load", function () {
     try {
       var gd = document.querySelector(".plotly-graph-div");
       out.rendered = !!(gd && gd._fullLayout && gd.querySelector(".main-svg"));
+      var scene = gd._fullLayout.scene && gd._fullLayout.scene._scene;
+      out.webgl_scene = !!(scene && scene.glplot);
       gd.data.forEach(function (trace, t) {
         var key = trace.meta.role + "|" + trace.meta["class"];
         (trace.customdata || []).forEach(function (row) {
@@ -79,7 +81,7 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def _episode_points(rng: np.random.Generator) -> tuple[PointSet, Counter]:
+def _episode_points(rng: np.random.Generator, dims: int = 2) -> tuple[PointSet, Counter]:
     """A 3-way, 2-shot, 3-query episode plus prototypes; each class has one wrong query."""
     classes = ["Bass Tuba", "Violin", "Flute"]
     rows: list[tuple[str, str, str, str | None]] = []  # (class, role, path, predicted)
@@ -88,7 +90,7 @@ def _episode_points(rng: np.random.Generator) -> tuple[PointSet, Counter]:
         rows += [(c, "query", f"/data/{c}/q{q}.wav", c if q else classes[(k + 1) % 3]) for q in range(3)]
         rows.append((c, "prototype", "", None))
     labels, roles, paths, predicted = (list(col) for col in zip(*rows, strict=True))
-    points = PointSet(rng.normal(size=(len(rows), 2)), labels, roles, paths, predicted)
+    points = PointSet(rng.normal(size=(len(rows), dims)), labels, roles, paths, predicted)
     return points, Counter(f"{role}|{c}" for c, role, _, _ in rows)
 
 
@@ -121,8 +123,9 @@ def _render(page_path: Path, tmp_path: Path) -> dict:
     return json.loads(html.unescape(match.group(1)))
 
 
-def test_episode_html_renders_every_point_without_js_errors(tmp_path: Path) -> None:
-    points, expected = _episode_points(np.random.default_rng(0))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_episode_html_renders_every_point_without_js_errors(tmp_path: Path, dims: int) -> None:
+    points, expected = _episode_points(np.random.default_rng(0), dims)
     written = write_figure(episode_figure(points, "episode"), tmp_path / "episode.html")
 
     report = _render(written, tmp_path)
@@ -130,5 +133,6 @@ def test_episode_html_renders_every_point_without_js_errors(tmp_path: Path) -> N
     assert report["errors"] == []
     assert report["plotly"] == "object", "plotly.js was not inlined in the page"
     assert report["rendered"], "Plotly did not draw the graph"
+    assert report["webgl_scene"] == (dims == 3), "3-D scene missing (no WebGL?) or unexpected"
     assert Counter(report["counts"]) == expected
     assert Counter(report["xlens"]) == expected

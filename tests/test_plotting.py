@@ -376,13 +376,14 @@ def test_write_replaces_through_a_temp_file_in_the_same_folder(
 
 
 def _kaleido_browser() -> str | None:
-    """The browser kaleido would use, found the way kaleido finds it."""
+    """The browser kaleido would use, found the way kaleido finds it, or None."""
     try:
         from choreographer.browsers.chromium import Chromium
 
-        return Chromium.find_browser(skip_local=False)
+        found = Chromium.find_browser(skip_local=False)
     except Exception:  # choreographer's internals moved: fall back to PATH
-        return os.environ.get("BROWSER_PATH") or shutil.which("chromium") or shutil.which("google-chrome")
+        found = os.environ.get("BROWSER_PATH") or shutil.which("chromium") or shutil.which("google-chrome")
+    return found if found and os.path.isfile(found) and os.access(found, os.X_OK) else None
 
 
 @pytest.mark.slow  # starts a headless browser (~3 s)
@@ -401,15 +402,36 @@ def test_image_without_browser_says_how_to_get_one(
     rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("kaleido", reason="kaleido not installed (pip install 'fslcli[image]')")
-    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chrome"))
+    missing = str(tmp_path / "no-chrome")
+    monkeypatch.setenv("BROWSER_PATH", missing)
+    if _kaleido_browser() is not None:
+        pytest.skip("a Chrome downloaded by kaleido/choreographer takes precedence over BROWSER_PATH")
 
     with pytest.raises(FslError) as info:
         write_figure(episode_figure(_episode(rng), "e"), tmp_path / "episode.svg")
 
     message = str(info.value)
     assert "\n" not in message
-    assert "BROWSER_PATH=" in message and "apt-get install -y chromium" in message and ".html" in message
+    assert f"BROWSER_PATH={missing!r}" in message
+    assert "apt-get install -y chromium" in message and ".html" in message
     assert not (tmp_path / "episode.svg").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fake browser is a shell script")
+def test_image_with_broken_browser_says_so(
+    rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("kaleido", reason="kaleido not installed (pip install 'fslcli[image]')")
+    fake = tmp_path / "chrome"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BROWSER_PATH", str(fake))
+    if _kaleido_browser() != str(fake):
+        pytest.skip("a Chrome downloaded by kaleido/choreographer takes precedence over BROWSER_PATH")
+
+    with pytest.raises(FslError, match=r"failed to start.*apt-get install -y chromium.*\.html"):
+        write_figure(episode_figure(_episode(rng), "e"), tmp_path / "episode.pdf")
+    assert not (tmp_path / "episode.pdf").exists() and _leftovers(tmp_path) == []
 
 
 def test_image_without_kaleido_names_the_extra(

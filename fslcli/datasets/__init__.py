@@ -76,9 +76,10 @@ def load_clips(source: DataSource):  # -> ReadResult
         except DataError as exc:
             if source.kind == "tinysol-gm":
                 # The reader names the real dataset's command; the rendered set has its own.
+                reason = str(exc).split(". ")[0].rstrip(".").replace("TinySOL data home", "data home")
                 raise DataError(
-                    f"No rendered dataset in {source.path}: run `fsl download tinysol-gm --data-home {source.path}` "
-                    f"(offline, about a minute) ({exc})"
+                    f"No rendered dataset in {source.path} ({reason}): run `fsl download tinysol-gm --data-home "
+                    f"{source.path}` (offline, about a minute)"
                 ) from None
             raise
     raise DataError(f"unknown data source kind {source.kind!r}")

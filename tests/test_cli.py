@@ -1,0 +1,2 @@
+def test_tm(trained_model):
+    assert trained_model.is_file()

@@ -1,0 +1,150 @@
+"""Few-shot evaluation: the interval formula, scoring on known embeddings, seeded runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_net
+from fslcli.config import EpisodeConfig
+from fslcli.episodes import Episode, make_pool
+from fslcli.evaluation import (
+    TEST_STREAM,
+    VAL_STREAM,
+    ci95_half_width,
+    clip_windows,
+    draw_episodes,
+    evaluate,
+    score_episodes,
+    summarise,
+    window_starts,
+)
+
+
+@pytest.mark.parametrize("n", [2, 10, 1000])
+def test_ci95_half_width_formula(rng: np.random.Generator, n: int) -> None:
+    acc = rng.uniform(0, 1, n)
+    mean = acc.mean()
+    std = math.sqrt(((acc - mean) ** 2).sum() / (n - 1))  # sample standard deviation
+    assert ci95_half_width(acc) == pytest.approx(1.96 * std / math.sqrt(n), rel=1e-12)
+
+
+def test_ci95_hand_computed_and_degenerate() -> None:
+    # [0, 1]: mean 0.5, sample std sqrt(0.5) -> 1.96 * sqrt(0.5) / sqrt(2) = 0.98
+    assert ci95_half_width(np.array([0.0, 1.0])) == pytest.approx(0.98)
+    assert ci95_half_width(np.full(5, 0.8)) == 0.0
+    assert math.isnan(ci95_half_width(np.array([0.7])))
+
+
+def separable(rng: np.random.Generator, labels: list[str], dim: int = 8) -> torch.Tensor:
+    """Each class a tight cluster around a distant corner."""
+    names = sorted(set(labels))
+    centres = {c: 10.0 * np.eye(dim)[k] for k, c in enumerate(names)}
+    return torch.from_numpy(np.stack([centres[lab] + 0.1 * rng.standard_normal(dim) for lab in labels]).astype(np.float32))
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_perfectly_separable_embeddings_score_one(rng: np.random.Generator, distance: str) -> None:
+    labels = [c for c in "ABCDE" for _ in range(8)]
+    emb = separable(rng, labels)
+    pool = make_pool(labels)
+    episodes = draw_episodes(pool, EpisodeConfig(4, 2, 3), 20, seed=0)
+    net = make_tiny_net(distance=distance)
+    scores = score_episodes(net, emb, {i: i for i in range(len(labels))}, episodes)
+    assert scores.accuracy.shape == (20,)
+    assert (scores.accuracy == 1.0).all()
+    assert scores.true == scores.pred
+    assert all(len(row) == 4 * 3 for row in scores.true)
+
+
+def test_score_episodes_hand_computed(tiny_net) -> None:
+    # 1-d embeddings (padded): support A at 0, B at 10; queries A at 1 and 9 (wrong), B at 10.5 and 6.
+    values = {0: 0.0, 1: 10.0, 2: 1.0, 3: 9.0, 4: 10.5, 5: 6.0}
+    emb = torch.zeros(6, 3)
+    for i, v in values.items():
+        emb[i, 0] = v
+    ep = Episode(classes=("A", "B"), support=np.array([[0], [1]]), query=np.array([[2, 3], [4, 5]]))
+    scores = score_episodes(tiny_net, emb, {i: i for i in range(6)}, [ep])
+    assert scores.accuracy.tolist() == [0.75]
+    assert scores.true == [["A", "A", "B", "B"]]
+    assert scores.pred == [["A", "B", "B", "B"]]
+    per_class, conf = summarise(scores, ["A", "B"])
+    assert per_class == {"A": 0.5, "B": 1.0}
+    assert conf.tolist() == [[1, 1], [0, 2]]
+
+
+def test_score_episodes_uses_the_position_map(tiny_net) -> None:
+    emb = torch.tensor([[10.0, 0.0], [0.0, 0.0], [9.0, 0.0], [1.0, 0.0]])  # rows for clips 40, 10, 41, 11
+    position = {40: 0, 10: 1, 41: 2, 11: 3}
+    ep = Episode(classes=("low", "high"), support=np.array([[10], [40]]), query=np.array([[11], [41]]))
+    assert score_episodes(tiny_net, emb, position, [ep]).accuracy.tolist() == [1.0]
+
+
+def test_score_no_episodes(tiny_net) -> None:
+    scores = score_episodes(tiny_net, torch.zeros(0, 2), {}, [])
+    assert scores.accuracy.size == 0 and scores.true == []
+
+
+@pytest.mark.parametrize(
+    ("n", "excerpt", "windows", "expected"),
+    [
+        (800, 1000, 3, [0]),  # shorter than an excerpt
+        (1000, 1000, 3, [0]),
+        (3000, 1000, 1, [0]),
+        (3000, 1000, 3, [0, 1000, 2000]),  # evenly spaced, the last ends at the clip's end
+        (2000, 1000, 5, [0, 250, 500, 750, 1000]),
+        (1100, 1000, 3, [0]),  # windows no closer than a quarter excerpt
+        (1250, 1000, 3, [0, 250]),
+    ],
+)
+def test_window_starts(n: int, excerpt: int, windows: int, expected: list[int]) -> None:
+    starts = window_starts(n, excerpt, windows)
+    assert starts == expected
+    assert all(0 <= s <= max(0, n - excerpt) for s in starts)
+
+
+def test_clip_windows_shapes(folder_cache) -> None:
+    excerpt = 4000
+    wins, owners = clip_windows(folder_cache, [3, 0], excerpt, 3)
+    per_clip = [len(window_starts(int(folder_cache.lengths[i]), excerpt, 3)) for i in (3, 0)]
+    assert wins.shape == (sum(per_clip), excerpt)
+    assert owners.tolist() == [0] * per_clip[0] + [1] * per_clip[1]
+    np.testing.assert_array_equal(wins[0], folder_cache.excerpt(3, 0, excerpt))
+
+
+def run_eval(folder_cache, seed: int, n: int = 12, cfg: EpisodeConfig = EpisodeConfig(3, 2, 3)):
+    pool = make_pool(folder_cache.labels())
+    return evaluate(make_tiny_net(), folder_cache, pool, cfg, n, seed=seed, n_windows=2)
+
+
+def test_evaluate_is_deterministic_and_consistent(folder_cache) -> None:
+    cfg = EpisodeConfig(3, 2, 3)
+    a = run_eval(folder_cache, seed=5, cfg=cfg)
+    b = run_eval(folder_cache, seed=5, cfg=cfg)
+    np.testing.assert_array_equal(a.accuracies, b.accuracies)
+    np.testing.assert_array_equal(a.confusion, b.confusion)
+    assert a.mean_accuracy == b.mean_accuracy and a.per_class == b.per_class
+    assert a.episodes == 12 and a.accuracies.shape == (12,)
+    assert a.classes == sorted(set(folder_cache.labels()))
+    assert a.confusion.shape == (4, 4)
+    assert a.confusion.sum() == 12 * cfg.ways * cfg.queries
+    assert a.mean_accuracy == pytest.approx(a.accuracies.mean())
+    assert a.ci95_half_width == pytest.approx(ci95_half_width(a.accuracies))
+    for k, c in enumerate(a.classes):
+        if a.confusion[k].sum():
+            assert a.per_class[c] == pytest.approx(a.confusion[k, k] / a.confusion[k].sum())
+    assert 0 < a.clips_embedded <= len(folder_cache)
+
+
+def test_evaluate_episodes_depend_on_seed_and_stream(folder_cache) -> None:
+    pool = make_pool(folder_cache.labels())
+    cfg = EpisodeConfig(3, 2, 3)
+    base = draw_episodes(pool, cfg, 5, seed=0)
+    other_seed = draw_episodes(pool, cfg, 5, seed=1)
+    other_stream = draw_episodes(pool, cfg, 5, seed=0, stream=VAL_STREAM)
+    assert draw_episodes(pool, cfg, 5, seed=0, stream=TEST_STREAM)[4].query.tolist() == base[4].query.tolist()
+    assert [e.query.tolist() for e in base] != [e.query.tolist() for e in other_seed]
+    assert [e.query.tolist() for e in base] != [e.query.tolist() for e in other_stream]

@@ -1,0 +1,124 @@
+"""ProtoNet: the prototypical maths alone, then the network end to end on tiny inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fslcli.config import AudioConfig, ModelConfig
+from fslcli.model import LOG_FLOOR, LogMel, ProtoNet, cosine_similarity, prototypes, squared_euclidean
+
+AUDIO = AudioConfig(excerpt_seconds=0.25, n_mels=32)  # 4000 samples -> 32 x 16 log-mel
+
+
+def tiny(backbone: str = "conv", **kw) -> ProtoNet:
+    torch.manual_seed(0)
+    return ProtoNet(AUDIO, ModelConfig(backbone=backbone, channels=(4, 8), embedding_dim=16, **kw))
+
+
+def waves(rng: np.random.Generator, n: int) -> torch.Tensor:
+    return torch.from_numpy(0.1 * rng.standard_normal((n, AUDIO.excerpt_samples)).astype(np.float32))
+
+
+def test_prototypes_are_class_means() -> None:
+    # 2 ways x 3 shots, class-major, dim 2
+    support = torch.tensor([[0.0, 0.0], [2.0, 4.0], [4.0, 2.0], [10.0, 10.0], [12.0, 10.0], [11.0, 13.0]])
+    expected = torch.tensor([[2.0, 2.0], [11.0, 11.0]])
+    assert torch.allclose(prototypes(support, ways=2), expected)
+
+
+def test_squared_euclidean_matches_cdist(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.standard_normal((7, 5)))
+    y = torch.from_numpy(rng.standard_normal((3, 5)))
+    d = squared_euclidean(x, y)
+    assert d.shape == (7, 3)
+    assert torch.allclose(d, torch.cdist(x, y) ** 2, atol=1e-10)
+    assert torch.allclose(squared_euclidean(torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 6.0]])), torch.tensor([[25.0]]))
+
+
+def test_distances_batch_over_episodes(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.standard_normal((4, 6, 3)))
+    y = torch.from_numpy(rng.standard_normal((4, 2, 3)))
+    d = squared_euclidean(x, y)
+    assert d.shape == (4, 6, 2)
+    assert torch.allclose(d[2], squared_euclidean(x[2], y[2]))
+
+
+def test_cosine_similarity_hand_computed() -> None:
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([[2.0, 0.0], [0.0, -3.0]])
+    expected = torch.tensor([[1.0, 0.0], [2**-0.5, -(2**-0.5)]])
+    assert torch.allclose(cosine_similarity(x, y), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
+def test_backbones_forward_shapes(rng: np.random.Generator, backbone: str) -> None:
+    net = tiny(backbone).eval()
+    ways, shots, n_query = 3, 2, 5
+    with torch.no_grad():
+        out = net(waves(rng, ways * shots), waves(rng, n_query), ways)
+    dim = 8 if backbone == "tutorial" else 16  # the tutorial head is global average pooling
+    assert net.dim == dim
+    assert out.logits.shape == (n_query, ways)
+    assert out.prototypes.shape == (ways, dim)
+    assert out.support.shape == (ways * shots, dim)
+    assert out.query.shape == (n_query, dim)
+    assert torch.isfinite(out.logits).all()
+    # Euclidean head: logits are minus squared distances to the class means of the support.
+    assert torch.allclose(out.prototypes, out.support.reshape(ways, shots, dim).mean(1), atol=1e-6)
+    assert torch.allclose(out.logits, -squared_euclidean(out.query, out.prototypes), atol=1e-4)
+
+
+def test_forward_does_not_change_inputs(rng: np.random.Generator) -> None:
+    net = tiny().eval()
+    s, q = waves(rng, 4), waves(rng, 2)
+    s0, q0 = s.clone(), q.clone()
+    with torch.no_grad():
+        net(s, q, 2)
+    assert torch.equal(s, s0) and torch.equal(q, q0)
+
+
+def test_cosine_head_is_scaled_cosine_similarity(rng: np.random.Generator) -> None:
+    net = tiny(distance="cosine").eval()
+    with torch.no_grad():
+        out = net(waves(rng, 4), waves(rng, 3), ways=2)
+        expected = net.log_scale.exp() * cosine_similarity(out.query, out.prototypes)
+    assert net.log_scale is not None
+    assert torch.allclose(out.logits, expected, atol=1e-6)
+    assert (out.logits.abs() <= net.log_scale.exp() + 1e-5).all()
+
+
+@pytest.mark.parametrize("input_norm", ["band", "clip", "none"])
+def test_silence_gives_finite_embeddings(input_norm: str) -> None:
+    net = tiny(input_norm=input_norm).eval()
+    silent = torch.zeros(2, AUDIO.excerpt_samples)
+    with torch.no_grad():
+        mel = net.logmel(silent)
+        emb = net.embed(silent)
+    assert torch.allclose(mel, torch.full_like(mel, float(np.log(LOG_FLOOR))))
+    assert torch.isfinite(emb).all()
+
+
+def test_logmel_shape_and_power_option(rng: np.random.Generator) -> None:
+    x = waves(rng, 2)
+    log_mel = LogMel(AUDIO)(x)
+    frames = AUDIO.excerpt_samples // AUDIO.hop_length + 1
+    assert log_mel.shape == (2, AUDIO.n_mels, frames)
+    power = LogMel(AudioConfig(excerpt_seconds=0.25, n_mels=32, compression="power"))(x)
+    assert (power >= 0).all()
+    assert torch.allclose(torch.log(power + LOG_FLOOR), log_mel, atol=1e-4)
+
+
+def test_clip_norm_is_gain_invariant(rng: np.random.Generator) -> None:
+    net = tiny(input_norm="clip").eval()
+    x = waves(rng, 3)
+    with torch.no_grad():
+        a, b = net.embed(x), net.embed(4.0 * x)
+    assert torch.allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.parametrize(("field", "value"), [("backbone", "vgg"), ("distance", "manhattan"), ("input_norm", "layer")])
+def test_unknown_options_are_refused(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=value):
+        ProtoNet(AUDIO, ModelConfig(**{field: value}))
