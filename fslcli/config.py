@@ -91,6 +91,11 @@ class AugmentConfig:
 
     random_crop: bool = True
     gain_db: float = 6.0
+    #: Random equalisation: a smooth curve through 4 random points within +/- this many dB,
+    #: added to the log-mel (simulates other microphones, rooms and recording chains).
+    eq_db: float = 6.0
+    #: Random shift of the mel axis by up to this many bands (a small pitch/formant shift).
+    max_shift_bins: int = 2
     spec_time_masks: int = 1
     spec_freq_masks: int = 1
     time_mask_frames: int = 10

@@ -150,6 +150,20 @@ class WaveCache:
             out[:take] = self.waves[o : o + take]
         return out
 
+    def excerpts(self, ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """``(len(ids), length)`` excerpts in one vectorised read; zero-padded past each clip's end."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lengths = self.lengths[ids]
+        starts = np.clip(np.asarray(starts, dtype=np.int64), 0, np.maximum(lengths - 1, 0))
+        k = np.arange(length, dtype=np.int64)[None, :]
+        valid = (starts[:, None] + k) < lengths[:, None]
+        idx = np.where(valid, self.offsets[ids][:, None] + starts[:, None] + k, 0)
+        if len(self.waves) == 0:
+            return np.zeros((len(ids), length), dtype=np.float32)
+        out = np.asarray(self.waves[idx.ravel()], dtype=np.float32).reshape(len(ids), length)
+        out[~valid] = 0.0
+        return out
+
     def labels(self) -> list[str]:
         return [c.label for c in self.clips]
 

@@ -47,8 +47,13 @@ def prototypes(support: torch.Tensor, ways: int) -> torch.Tensor:
 
 
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared distances: ``(..., n, d)``, ``(..., m, d)`` -> ``(..., n, m)``."""
-    return (x.unsqueeze(-2) - y.unsqueeze(-3)).pow(2).sum(-1)
+    """Pairwise squared distances: ``(..., n, d)``, ``(..., m, d)`` -> ``(..., n, m)``.
+
+    Expanded as ``|x|^2 - 2 x.y + |y|^2`` so memory is ``n * m``, not ``n * m * d``.
+    """
+    xx = x.pow(2).sum(-1, keepdim=True)
+    yy = y.pow(2).sum(-1, keepdim=True).transpose(-1, -2)
+    return (xx - 2.0 * (x @ y.transpose(-1, -2)) + yy).clamp_min(0.0)
 
 
 def cosine_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -178,7 +183,10 @@ class ProtoNet(nn.Module):
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> normalised input ``(batch, 1, n_mels, frames)``."""
-        x = self.logmel(waves)
+        return self.normalize(self.logmel(waves))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``(batch, n_mels, frames)`` -> normalised input ``(batch, 1, n_mels, frames)``."""
         if self.config.input_norm == "clip":
             x = x - x.mean(dim=(1, 2), keepdim=True)
             x = x / (x.std(dim=(1, 2), keepdim=True) + 1e-5)

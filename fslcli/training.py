@@ -114,11 +114,12 @@ def episode_batch(
 ) -> dict[str, torch.Tensor]:
     """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``."""
     ids = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1)])
-    waves = np.empty((len(ids), excerpt), dtype=np.float32)
-    for row, i in enumerate(ids):
-        n = int(cache.lengths[i])
-        start = int(rng.integers(0, n - excerpt + 1)) if (aug is not None and aug.random_crop and n > excerpt) else 0
-        waves[row] = cache.excerpt(int(i), start, excerpt)
+    if aug is not None and aug.random_crop:
+        room = np.maximum(cache.lengths[ids] - excerpt, 0)
+        starts = (rng.random(len(ids)) * (room + 1)).astype(np.int64)
+    else:
+        starts = np.zeros(len(ids), dtype=np.int64)
+    waves = cache.excerpts(ids, starts, excerpt)
     if aug is not None and aug.gain_db > 0:
         gains = 10.0 ** (rng.uniform(-aug.gain_db, aug.gain_db, size=(len(ids), 1)) / 20.0)
         waves *= gains.astype(np.float32)
@@ -130,7 +131,31 @@ def episode_batch(
         tm, fm = spec_mask_params(rng, len(ids), n_mels, n_frames, aug)
         batch["time_masks"] = torch.from_numpy(tm)
         batch["freq_masks"] = torch.from_numpy(fm)
+        batch["eq"] = torch.from_numpy(random_eq(rng, len(ids), n_mels, aug.eq_db))
+        batch["shift"] = torch.from_numpy(rng.integers(-aug.max_shift_bins, aug.max_shift_bins + 1, size=len(ids)))
     return batch
+
+
+def random_eq(rng: np.random.Generator, n: int, n_mels: int, max_db: float) -> np.ndarray:
+    """Smooth random EQ curves in natural-log power units, ``(n, n_mels)``.
+
+    Each curve passes through 4 evenly spaced points drawn within +/- ``max_db`` dB.
+    """
+    if max_db <= 0:
+        return np.zeros((n, n_mels), dtype=np.float32)
+    knots = rng.uniform(-max_db, max_db, size=(n, 4))
+    grid = np.linspace(0.0, 3.0, n_mels)
+    curves = np.stack([np.interp(grid, np.arange(4), k) for k in knots])
+    return (curves * np.log(10.0) / 10.0).astype(np.float32)
+
+
+def augment_logmel(x: torch.Tensor, eq: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Add EQ curves ``(batch, n_mels)`` to log-mel ``x`` ``(batch, n_mels, frames)`` and shift
+    each clip's mel axis by ``shift[b]`` bands (edge bands repeat); returns a new tensor."""
+    x = x + eq.to(x.dtype).unsqueeze(-1)
+    n_mels = x.shape[1]
+    idx = (torch.arange(n_mels, device=x.device)[None, :] - shift.to(x.device)[:, None]).clamp(0, n_mels - 1)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
@@ -199,7 +224,17 @@ class ValData:
     episodes: list[Episode]
 
 
+#: Validation draws from at most this many held-out clips per class (a seeded subset), so its
+#: memory and time do not grow with the dataset.
+MAX_VAL_CLIPS_PER_CLASS = 60
+
+
 def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig) -> ValData:
+    rng = episode_rng(config.train.seed, 0, 0, VAL_STREAM + 100)
+    pool = {
+        c: np.sort(rng.choice(ids, size=MAX_VAL_CLIPS_PER_CLASS, replace=False)) if len(ids) > MAX_VAL_CLIPS_PER_CLASS else ids
+        for c, ids in pool.items()
+    }
     cfg = val_episode_config(pool, config.episode)
     episodes = draw_episodes(pool, cfg, config.train.val_episodes, config.train.seed, VAL_STREAM)
     ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
@@ -266,7 +301,10 @@ def _lit_module_class():
 
         # steps
         def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x = self.net.features(batch["waves"])
+            lm = self.net.logmel(batch["waves"])
+            if "eq" in batch and self.config.audio.compression == "log":
+                lm = augment_logmel(lm, batch["eq"], batch["shift"])
+            x = self.net.normalize(lm)
             if "time_masks" in batch:
                 x = apply_spec_masks(x, batch["time_masks"], batch["freq_masks"])
             emb = self.net.encode(x).float()
@@ -460,6 +498,7 @@ def fit(
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="gloo")
+    previous = _previous_seconds(run_dir) if resume else 0.0
     t0 = time.perf_counter()
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -467,13 +506,15 @@ def fit(
         num_nodes=tc.num_nodes,
         strategy=strategy,
         precision=tc.precision,
-        max_steps=tc.steps,
+        # No max_steps: the block sampler ends the last (possibly shorter) block exactly at
+        # tc.steps, so that block is validated like the others.
+        max_steps=-1,
         max_epochs=math.ceil(tc.steps / tc.val_every),
         check_val_every_n_epoch=1,
         num_sanity_val_steps=0,
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
         log_every_n_steps=max(1, min(10, tc.val_every // 5)),
-        callbacks=[checkpoint, last, *_callbacks(run_dir, progress, t0)],
+        callbacks=[checkpoint, last, *_callbacks(run_dir, progress, t0 - previous)],
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
@@ -492,7 +533,6 @@ def fit(
     net.load_state_dict({k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
     best = checkpoint.best_model_score
     best_step = int(state.get("global_step", 0))
-    previous = _previous_seconds(run_dir) if resume else 0.0
     meta = {
         "best_val_acc": float(best) if best is not None else None,
         "best_step": best_step,

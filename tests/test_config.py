@@ -61,7 +61,11 @@ def test_unknown_keys_are_ignored_and_missing_keys_default() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "obj"),
-    [(AudioConfig, AudioConfig(f_max=None)), (EpisodeConfig, EpisodeConfig(1, 1, 0)), (SplitConfig, SplitConfig(val_classes=("Oboe",)))],
+    [
+        (AudioConfig, AudioConfig(f_max=None)),
+        (EpisodeConfig, EpisodeConfig(1, 1, 0)),
+        (SplitConfig, SplitConfig(val_classes=("Oboe",))),
+    ],
 )
 def test_field_level_round_trip(cls: type, obj: object) -> None:
     assert from_dict(cls, to_dict(obj)) == obj

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_net
+
 from fslcli.config import EpisodeConfig
 from fslcli.episodes import Episode, make_pool
 from fslcli.evaluation import (
@@ -43,7 +43,9 @@ def separable(rng: np.random.Generator, labels: list[str], dim: int = 8) -> torc
     """Each class a tight cluster around a distant corner."""
     names = sorted(set(labels))
     centres = {c: 10.0 * np.eye(dim)[k] for k, c in enumerate(names)}
-    return torch.from_numpy(np.stack([centres[lab] + 0.1 * rng.standard_normal(dim) for lab in labels]).astype(np.float32))
+    return torch.from_numpy(
+        np.stack([centres[lab] + 0.1 * rng.standard_normal(dim) for lab in labels]).astype(np.float32)
+    )
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])

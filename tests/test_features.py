@@ -40,7 +40,9 @@ def counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-def test_build_then_reuse_without_decoding(tmp_path: Path, rng: np.random.Generator, counting_decode: list[Path]) -> None:
+def test_build_then_reuse_without_decoding(
+    tmp_path: Path, rng: np.random.Generator, counting_decode: list[Path]
+) -> None:
     clips = write_clips(tmp_path / "audio", rng, [1600, 3200, 800])
     cache, built = open_cache(clips, SR, tmp_path / "cache")
     assert built is True and len(counting_decode) == 3

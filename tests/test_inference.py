@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import SR, make_tiny_net, synth_tone
+
 from fslcli.errors import DataError
 from fslcli.inference import (
     MAX_WINDOWS,

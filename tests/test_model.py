@@ -34,7 +34,9 @@ def test_squared_euclidean_matches_cdist(rng: np.random.Generator) -> None:
     d = squared_euclidean(x, y)
     assert d.shape == (7, 3)
     assert torch.allclose(d, torch.cdist(x, y) ** 2, atol=1e-10)
-    assert torch.allclose(squared_euclidean(torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 6.0]])), torch.tensor([[25.0]]))
+    assert torch.allclose(
+        squared_euclidean(torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 6.0]])), torch.tensor([[25.0]])
+    )
 
 
 def test_distances_batch_over_episodes(rng: np.random.Generator) -> None:

@@ -55,13 +55,14 @@ from fslcli.datasets import DataSource
 from fslcli.datasets.instruments import BY_NAME, pitch_name
 from fslcli.datasets.mirdata_index import index_path
 from fslcli.model import ProtoNet
+from fslcli.training import build_net
 
 TIMBRES = ("Bright", "Dark", "Odd", "Noisy")
 #: The files every "bad data" set carries, by reason.
 BAD_FILES = ("corrupt.wav", "empty.wav", "no frames.wav", "truncated.wav", "notes [draft].wav")
-#: One-step training on tiny episodes: the fastest real run.
-TINY_TRAIN = ["--steps", "1", "--val-every", "1", "--ways", "2", "--shots", "1", "--queries", "1", "--val-episodes", "2"]
 TINY_EPISODES = ["--ways", "2", "--shots", "1", "--queries", "1"]
+#: One-step training on tiny episodes: the fastest real run.
+TINY_TRAIN = ["--steps", "1", "--val-every", "1", "--val-episodes", "2", *TINY_EPISODES]
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -74,6 +75,12 @@ def run(args: list[str], code: int) -> str:
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in res.output
     return res.output
+
+
+def split(train: str | tuple[str, ...], val: str | tuple[str, ...], test: str | tuple[str, ...]) -> list[str]:
+    """``--train-classes/--val-classes/--test-classes`` options (whole classes held out for validation)."""
+    names = [c if isinstance(c, str) else ",".join(c) for c in (train, val, test)]
+    return ["--train-classes", names[0], "--val-classes", names[1], "--test-classes", names[2]]
 
 
 def error_line(output: str) -> str:
@@ -114,8 +121,7 @@ def tiny_model(path: Path, source: Path) -> Path:
         split=SplitConfig(train_classes=("A", "B"), test_classes=("C", "D"), val_classes=()),
         eval_windows=1,
     )
-    torch.manual_seed(0)
-    save_model(path, ProtoNet(config.audio, config.model), config, DataSource("folder", source), {"steps": 0})
+    save_model(path, build_net(config, seed=0), config, DataSource("folder", source), {"steps": 0})
     return path
 
 
@@ -136,10 +142,11 @@ def model_pt(tmp_path_factory: pytest.TempPathFactory, bad_folder: Path) -> Path
 
 
 def tinysol_row(name: str, rel: str, midi: int, fold: int) -> list[object]:
+    """A row of TinySOL's metadata CSV (14 columns) for a mezzo-forte note."""
     inst = BY_NAME[name]
     string_id = "1.0" if inst.family == "Strings" else ""
-    return [rel, fold, inst.family, inst.abbr, inst.full, "ord", "ordinario", pitch_name(midi), midi, "mf", 2, 0,
-            string_id, "FALSE"]
+    row = [rel, fold, inst.family, inst.abbr, inst.full, "ord", "ordinario", pitch_name(midi), midi, "mf", 2, 0]
+    return [*row, string_id, "FALSE"]
 
 
 #: Instruments of the TinySOL-layout fixture and the role each plays in training.
@@ -204,8 +211,7 @@ def test_missing_or_empty_data_home_names_the_download_command(tmp_path, model_p
 def folder_run(tmp_path_factory: pytest.TempPathFactory, bad_folder: Path) -> tuple[str, Path]:
     """One real training run on the folder with broken files (shared by cases 2 and 3)."""
     run_dir = tmp_path_factory.mktemp("folder-run") / "run"
-    out = run(["train", "--data-dir", bad_folder, "--train-classes", "A,B", "--val-classes", "C,D",
-               "--test-classes", "E", *TINY_TRAIN, "--out", run_dir], 0)
+    out = run(["train", "--data-dir", bad_folder, *split("A,B", "C,D", "E"), *TINY_TRAIN, "--out", run_dir], 0)
     return out, run_dir
 
 
@@ -223,21 +229,22 @@ def test_bad_files_in_a_folder_are_skipped_and_counted(tmp_path, bad_folder, mod
         out, run_dir = folder_run
         assert (run_dir / "model.pt").is_file()
     elif command == "eval":
-        out = run(["eval", model_pt, "--data-dir", bad_folder, "--test-classes", "A,B", "--episodes", "2",
-                   *TINY_EPISODES], 0)
+        args = ["--data-dir", bad_folder, "--test-classes", "A,B", "--episodes", "2", *TINY_EPISODES]
+        out = run(["eval", model_pt, *args], 0)
         assert "Mean accuracy" in out
     else:
         out = run(["embed", model_pt, bad_folder, "--out", tmp_path / "e.npz"], 0)
         assert len(np.load(tmp_path / "e.npz")["paths"]) == 20
     assert_bad_files_reported(out)
-    for reason in ("empty file (0 bytes)", "no audio samples", "truncated: its header promises", "not decodable as audio"):
+    reasons = ("empty file (0 bytes)", "no audio samples", "truncated: its header promises", "not decodable as audio")
+    for reason in reasons:
         assert reason in flat(out), reason
 
 
 def test_bad_and_missing_files_in_a_tinysol_home_are_skipped(tinysol_home, model_pt):
     home, _ = tinysol_home
-    out = run(["eval", model_pt, "--dataset", "tinysol", "--data-home", home, "--test-classes", ",".join(TS_TRAIN),
-               "--episodes", "2", *TINY_EPISODES], 0)
+    args = ["--dataset", "tinysol", "--data-home", home, "--test-classes", ",".join(TS_TRAIN), "--episodes", "2"]
+    out = run(["eval", model_pt, *args, *TINY_EPISODES], 0)
     assert_bad_files_reported_tinysol(out)
 
 
@@ -277,8 +284,7 @@ def test_training_on_short_and_silent_clips_has_finite_loss(tmp_path, rng):
     data = silent_short_folder(tmp_path / "data", rng)
     write_class(data / "Odd", rng, "Odd", 3, seconds=0.05)
     run_dir = tmp_path / "run"
-    run(["train", "--data-dir", data, "--train-classes", "Short,Silence", "--val-classes", "Tiny,Hush",
-         "--test-classes", "Odd", *TINY_TRAIN, "--out", run_dir], 0)
+    run(["train", "--data-dir", data, *split("Short,Silence", "Tiny,Hush", "Odd"), *TINY_TRAIN, "--out", run_dir], 0)
     rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert rows and all(math.isfinite(r["train_loss"]) for r in rows)
     weights = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
@@ -331,8 +337,8 @@ def test_formats_and_names_embed(tmp_path, model_pt, formats_folder):
 
 def test_formats_and_names_predict(model_pt, formats_folder):
     queries = [formats_folder / "Скрипка" / "ноты.ogg", formats_folder / "Flûte à bec" / "take [1].wav"]
-    out = CliRunner().invoke(app, ["predict", str(model_pt), *map(str, queries), "--support", str(formats_folder),
-                                   "--json"])
+    args = ["predict", model_pt, *queries, "--support", formats_folder, "--json"]
+    out = CliRunner().invoke(app, [str(a) for a in args])
     assert out.exit_code == 0, out.output
     records = json.loads(out.stdout)
     assert [r["path"] for r in records] == [str(q) for q in queries]
@@ -342,8 +348,8 @@ def test_formats_and_names_predict(model_pt, formats_folder):
 
 def test_formats_and_names_train(tmp_path, formats_folder):
     run_dir = tmp_path / "run"
-    out = run(["train", "--data-dir", formats_folder, "--train-classes", "Violín,Скрипка", "--val-classes",
-               "小提琴 2,Flûte à bec", "--test-classes", "Trompete", *TINY_TRAIN, "--out", run_dir], 0)
+    classes = split("Violín,Скрипка", "小提琴 2,Flûte à bec", "Trompete")
+    out = run(["train", "--data-dir", formats_folder, *classes, *TINY_TRAIN, "--out", run_dir], 0)
     assert "skipped" not in out
     assert f"{len(FORMATS)} clips" in flat(out)
     assert (run_dir / "model.pt").is_file()
@@ -365,8 +371,7 @@ def test_impossible_training_episodes_are_refused_before_work(tmp_path, monkeypa
 
     monkeypatch.setattr("fslcli.training.fit", no_training)
     run_dir = tmp_path / "run"
-    out = run(["train", "--data-dir", bad_folder, "--train-classes", "A,B", "--val-classes", "C,D",
-               "--test-classes", "E", *options, "--steps", "1", "--out", run_dir], 1)
+    out = run(["train", "--data-dir", bad_folder, *split("A,B", "C,D", "E"), *options, "--out", run_dir], 1)
     line = error_line(out)
     for text in expected:
         assert text in line, line
@@ -475,12 +480,14 @@ def test_interrupted_download_is_completed_by_the_next_download(tmp_path, monkey
 
     make_tinysol(tmp_path / "src")
     files = pack_tinysol(tmp_path / "src")
-    for key, name, folder in (("audio", "TinySOL.tar.gz", "audio"), ("annotations", "TinySOL_metadata.csv", "annotation")):
+    # mirdata's remotes, with the fixture's checksums (the mirror replaces Zenodo's URLs)
+    remotes = {"audio": ("TinySOL.tar.gz", "audio"), "annotations": ("TinySOL_metadata.csv", "annotation")}
+    for key, (name, folder) in remotes.items():
         remote = download_utils.RemoteFileMetadata(name, f"https://zenodo.org/{name}", md5_bytes(files[name]), folder)
         monkeypatch.setitem(md_tinysol.REMOTES, key, remote)
     index = "tinysol_index_6.0.json"
-    monkeypatch.setitem(md_tinysol.INDEXES, "6.0", core.Index(index, url=f"https://zenodo.org/{index}",
-                                                             checksum=md5_bytes(files[index])))
+    remote_index = core.Index(index, url=f"https://zenodo.org/{index}", checksum=md5_bytes(files[index]))
+    monkeypatch.setitem(md_tinysol.INDEXES, "6.0", remote_index)
     home = tmp_path / "home"
     cut = len(files["TinySOL.tar.gz"]) // 2
     with Mirror(files, cut={"TinySOL.tar.gz": cut}) as mirror:
@@ -509,8 +516,8 @@ def test_leftover_partial_render_is_ignored_and_replaced(tmp_path, monkeypatch):
     line = error_line(run(["train", "--dataset", "tinysol-gm", "--data-home", home, "--out", tmp_path / "run"], 1))
     assert f"fsl download tinysol-gm --data-home {home}" in line
     # ...and the next render removes it.
-    tiny = partial(tinysol_gm.render_tinysol_gm, instruments=INSTRUMENTS[6:7], max_notes_per_instrument=1,
-                   sample_rate=8_000)
+    violin = INSTRUMENTS[6:7]
+    tiny = partial(tinysol_gm.render_tinysol_gm, instruments=violin, max_notes_per_instrument=1, sample_rate=8_000)
     monkeypatch.setattr(tinysol_gm, "render_tinysol_gm", tiny)
     out = run(["download", "tinysol-gm", "--data-home", home], 0)
     assert "Rendered 3 files" in flat(out)
@@ -519,8 +526,8 @@ def test_leftover_partial_render_is_ignored_and_replaced(tmp_path, monkeypatch):
 
 def test_partial_cache_is_ignored_and_rebuilt(tmp_path, model_pt, bad_folder):
     cache = tmp_path / "cache"
-    args = ["eval", model_pt, "--data-dir", bad_folder, "--test-classes", "B,C", "--episodes", "2",
-            *TINY_EPISODES, "--cache-dir", cache, "--json"]
+    args = ["eval", model_pt, "--data-dir", bad_folder, "--test-classes", "B,C", "--episodes", "2", *TINY_EPISODES]
+    args += ["--cache-dir", cache, "--json"]
     first = json.loads(CliRunner().invoke(app, [str(a) for a in args]).stdout)
     (built,) = cache.glob("waves-*")
     # Interrupted builds: a temporary folder, and a cache folder without its manifest.
@@ -636,9 +643,8 @@ def test_code_running_pickle_is_refused_without_running_it(tmp_path, model_pt, b
 def test_metadata_paths_outside_the_data_home_are_skipped(tmp_path, tinysol_home):
     home, outside = tinysol_home
     run_dir = tmp_path / "run"
-    out = run(["train", "--dataset", "tinysol", "--data-home", home, "--train-classes", ",".join(TS_TRAIN),
-               "--val-classes", ",".join(TS_VAL), "--test-classes", ",".join(TS_TEST), *TINY_TRAIN,
-               "--out", run_dir], 0)
+    source = ["--dataset", "tinysol", "--data-home", home]
+    out = run(["train", *source, *split(TS_TRAIN, TS_VAL, TS_TEST), *TINY_TRAIN, "--out", run_dir], 0)
     escaping = [line for line in out.splitlines() if line.startswith("skipped") and "outside the data home" in line]
     assert len(escaping) == 2 and all("secret.wav" in line for line in escaping), out
     assert "15 clips" in flat(out)  # the valid WAV outside was never read into the data
@@ -656,8 +662,8 @@ def test_index_paths_outside_the_data_home_are_skipped(tmp_path, model_pt):
     idx["tracks"][tracks[0].track_id]["audio"][0] = "../secret.wav"  # a Bass Tuba
     idx["tracks"][tracks[3].track_id]["audio"][0] = str(secret)  # a French Horn
     index_path(home).write_text(json.dumps(idx))
-    out = run(["eval", model_pt, "--dataset", "tinysol", "--data-home", home, "--test-classes", "Violin,French Horn",
-               "--episodes", "2", *TINY_EPISODES], 0)
+    args = ["--dataset", "tinysol", "--data-home", home, "--test-classes", "Violin,French Horn", "--episodes", "2"]
+    out = run(["eval", model_pt, *args, *TINY_EPISODES], 0)
     escaping = [line for line in out.splitlines() if line.startswith("skipped") and "outside the data home" in line]
     assert len(escaping) == 2 and all("secret.wav" in line for line in escaping), out
 
@@ -681,8 +687,8 @@ def test_ctrl_c_during_training_prints_how_to_go_on(tmp_path, monkeypatch, bad_f
     monkeypatch.setattr(training, "episode_batch", interrupted)
     handler = signal.getsignal(signal.SIGINT)
     run_dir = tmp_path / "run"
-    out = run(["train", "--data-dir", bad_folder, "--train-classes", "A,B", "--val-classes", "C,D",
-               "--test-classes", "E", *TINY_TRAIN[2:], "--steps", "3", "--out", run_dir], 130)
+    steps = ["--steps", "3", *TINY_TRAIN[2:]]
+    out = run(["train", "--data-dir", bad_folder, *split("A,B", "C,D", "E"), *steps, "--out", run_dir], 130)
     if at_step:
         assert f"Continue with: fsl train --resume {run_dir}" in flat(out)
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()

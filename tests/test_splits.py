@@ -61,11 +61,23 @@ def test_val_classes_hold_out_whole_classes() -> None:
     ("split", "needle"),
     [
         (SplitConfig(train_classes=("Violin", "Oboe"), test_classes=("Oboe",)), r"\['Oboe'\].*both"),
-        (SplitConfig(train_classes=("Violin",), val_classes=("Bassoon",), test_classes=("Bassoon",)), r"\['Bassoon'\].*both"),
-        (SplitConfig(train_classes=("Violin", "Oboe"), val_classes=("Oboe",), test_classes=("Viola",)), r"--train-classes and --val-classes"),
-        (SplitConfig(train_classes=("Violin", "Kazoo"), test_classes=("Viola",)), r"--train-classes: 'Kazoo' not found.*classes present: Accordion"),
+        (
+            SplitConfig(train_classes=("Violin",), val_classes=("Bassoon",), test_classes=("Bassoon",)),
+            r"\['Bassoon'\].*both",
+        ),
+        (
+            SplitConfig(train_classes=("Violin", "Oboe"), val_classes=("Oboe",), test_classes=("Viola",)),
+            r"--train-classes and --val-classes",
+        ),
+        (
+            SplitConfig(train_classes=("Violin", "Kazoo"), test_classes=("Viola",)),
+            r"--train-classes: 'Kazoo' not found.*classes present: Accordion",
+        ),
         (SplitConfig(train_classes=("Violin",), test_classes=("Theremin",)), r"--test-classes: 'Theremin' not found"),
-        (SplitConfig(train_classes=("Violin",), test_classes=("Viola",), val_classes=("Ukulele",)), r"--val-classes: 'Ukulele'"),
+        (
+            SplitConfig(train_classes=("Violin",), test_classes=("Viola",), val_classes=("Ukulele",)),
+            r"--val-classes: 'Ukulele'",
+        ),
     ],
 )
 def test_bad_splits_are_refused_by_name(split: SplitConfig, needle: str) -> None:
