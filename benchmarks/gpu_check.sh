@@ -8,7 +8,7 @@ OUT=${OUT:-gpu-check-out}; mkdir -p "$OUT"
 STEPS=${STEPS:-300}
 PRECISION=${PRECISION:-bf16-mixed}
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
+if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 else
@@ -17,7 +17,7 @@ fi
 export FSL_CACHE_DIR=${FSL_CACHE_DIR:-/tmp/fsl-cache} FSL_DATA_ROOT=${FSL_DATA_ROOT:-/tmp/fsl-data}
 fsl() { python3 -m fslcli "$@"; }
 t() { local name=$1; shift; local s=$EPOCHREALTIME; "$@"; local e=$EPOCHREALTIME; awk -v n="$name" -v s="$s" -v e="$e" 'BEGIN { printf "%s %.1f s\n", n, e - s }' | tee -a "$OUT/timings.txt"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") | tee "$OUT/gpu.txt"
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
 t render fsl download tinysol-gm
 t "train_${STEPS}_steps_${PRECISION}" fsl train --steps "$STEPS" --accelerator "${ACCEL:-cuda}" --precision "$PRECISION" --out /tmp/run --force

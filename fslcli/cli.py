@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fslcli import __version__
-from fslcli.config import TrainConfig
+from fslcli.config import ModelConfig, TrainConfig
 from fslcli.errors import FslError
 
 app = typer.Typer(
@@ -181,6 +181,7 @@ def _model_path(model: Path | None) -> Path:
 
 # fslcli.config is light (dataclasses only), so the defaults come from one place.
 _TRAIN_DEFAULTS = TrainConfig()
+_MODEL_DEFAULTS = ModelConfig()
 
 # Shared options -----------------------------------------------------------------------
 DatasetOpt = Annotated[Dataset | None, typer.Option("--dataset", help="A named dataset (default: the offline tinysol-gm, or the model's own data).")]
@@ -258,9 +259,11 @@ def train(
     val_classes: Annotated[str | None, typer.Option("--val-classes", help="Hold out these whole classes for validation (default: held-out recordings of the training classes).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")] = _TRAIN_DEFAULTS.val_every,
     val_episodes: Annotated[int, typer.Option("--val-episodes", min=1, help="Validation episodes.")] = _TRAIN_DEFAULTS.val_episodes,
-    train_ways: Annotated[int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: same as --ways).")] = 0,
+    train_ways: Annotated[int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: every training class).")] = _TRAIN_DEFAULTS.train_ways,
+    train_queries: Annotated[int, typer.Option("--train-queries", min=0, help="Queries per class in training episodes, at most --queries (0: same as --queries).")] = _TRAIN_DEFAULTS.train_queries,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")] = _TRAIN_DEFAULTS.learning_rate,
     backbone: Annotated[str, typer.Option("--backbone", help="conv, resnet or tutorial.")] = "conv",
+    input_norm: Annotated[str, typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none.")] = _MODEL_DEFAULTS.input_norm,
     accelerator: Annotated[Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")] = Accelerator.auto,
     devices: Annotated[int, typer.Option("--devices", min=1, help="Devices (processes) for data-parallel training (DDP).")] = 1,
     num_nodes: Annotated[int, typer.Option("--num-nodes", min=1, help="Machines, for cluster DDP.")] = 1,
@@ -289,7 +292,9 @@ def train(
             test_classes=_classes(test_classes) or base_split.test_classes,
             val_classes=_classes(val_classes) or (),
         )
-        model_cfg = ModelConfig(backbone=backbone)
+        if input_norm not in ("band", "clip", "none"):
+            raise typer.BadParameter(f"{input_norm!r} is not one of band, clip, none", param_hint="--input-norm")
+        model_cfg = ModelConfig(backbone=backbone, input_norm=input_norm)
         if backbone == "tutorial":
             model_cfg = replace(model_cfg, channels=(32, 64, 128, 256, 512))
         config = RunConfig(
@@ -300,6 +305,7 @@ def train(
                 seed=seed,
                 learning_rate=lr,
                 train_ways=train_ways,
+                train_queries=train_queries,
                 val_every=min(val_every, steps),
                 val_episodes=val_episodes,
                 accelerator=accelerator.value,

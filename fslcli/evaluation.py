@@ -95,15 +95,16 @@ def score_episodes(net: ProtoNet, emb: torch.Tensor, position: dict[int, int], e
     """Score episodes on stored embeddings; ``position`` maps clip index -> row of ``emb``."""
     if not episodes:
         return EpisodeScores(np.zeros(0), [], [])
+    emb = emb.to(next(net.parameters()).device)
     ways, shots = episodes[0].support.shape
     queries = episodes[0].query.shape[1]
     sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
     qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
-    s_emb = emb[sup]  # (E, ways * shots, dim)
-    q_emb = emb[qry]  # (E, ways * queries, dim)
+    s_emb = emb[sup.to(emb.device)]  # (E, ways * shots, dim)
+    q_emb = emb[qry.to(emb.device)]  # (E, ways * queries, dim)
     protos = s_emb.reshape(len(episodes), ways, shots, -1).mean(dim=2)
     logits = net.logits(q_emb, protos)  # (E, ways * queries, ways)
-    pred = logits.argmax(dim=-1).numpy()
+    pred = logits.argmax(dim=-1).cpu().numpy()
     target = np.repeat(np.arange(ways), queries)[None, :]
     acc = (pred == target).mean(axis=1)
     true_names = [[ep.classes[t] for t in target[0]] for ep in episodes]

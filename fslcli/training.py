@@ -242,6 +242,14 @@ def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig) -> ValData:
     return ValData(wins, owners, ids, episodes)
 
 
+def train_episode_config(config: RunConfig, n_classes: int) -> EpisodeConfig:
+    """The shape of training episodes: all training classes unless ``train_ways`` says otherwise."""
+    tc = config.train
+    ways = tc.train_ways if tc.train_ways > 0 else max(n_classes, 1)
+    queries = min(tc.train_queries, config.episode.queries) if tc.train_queries > 0 else config.episode.queries
+    return replace(config.episode, ways=ways, queries=queries)
+
+
 def val_episode_config(pool: Pool, cfg: EpisodeConfig) -> EpisodeConfig:
     """Validation episodes: the run's shape, with fewer ways, shots or queries where held-out data is small."""
     from fslcli.errors import EpisodeError
@@ -269,8 +277,7 @@ def _lit_module_class():
             self.config = config
             self.net = build_net(config, config.train.seed)
             self.cache, self.train_pool, self.val = cache, train_pool, val
-            ways = config.train.train_ways or config.episode.ways
-            self.train_cfg = replace(config.episode, ways=ways)
+            self.train_cfg = train_episode_config(config, len(train_pool))
             self._val_emb: list[torch.Tensor] = []
             self.n_frames = config.audio.excerpt_samples // config.audio.hop_length + 1
 
@@ -449,7 +456,11 @@ def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
     if tc.schedule not in SCHEDULES:
         raise FslError(f"learning-rate schedule {tc.schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
     accelerator = resolve_accelerator(tc.accelerator, tc.precision)
-    check_pool(train_pool, replace(config.episode, ways=tc.train_ways or config.episode.ways), what="training episodes")
+    if config.episode.ways > len(train_pool):
+        # --ways is the shape the model is validated and evaluated at: more ways than there are
+        # training classes is a mistake even though training episodes use every class.
+        check_pool(train_pool, config.episode, what="training episodes")
+    check_pool(train_pool, train_episode_config(config, len(train_pool)), what="training episodes")
     val_episode_config(val_pool, config.episode)
     return accelerator
 
