@@ -173,6 +173,16 @@ def _classes(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _short_path(path: Path, roots: list[Path]) -> str:
+    """A file shown relative to the query folder it was found in (the full path is in --json)."""
+    for root in roots:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def _model_path(model: Path | None) -> Path:
     from fslcli.checkpoint import newest_model
 
@@ -441,13 +451,9 @@ def eval_cmd(
     t0 = time.perf_counter()
     loaded = load_model(_model_path(model))
     source = _source(dataset, data_home, data_dir, fallback=loaded.source)
+    # Only the test classes are read: training and validation data play no part in evaluation.
     split = loaded.config.split
-    if test_classes:
-        split = replace(split, test_classes=_classes(test_classes), train_classes=(), val_classes=())
-    elif source.kind == "folder":
-        split = replace(split, train_classes=(), val_classes=())
-    else:
-        split = replace(split, train_classes=(), val_classes=())
+    split = replace(split, test_classes=_classes(test_classes) or split.test_classes, train_classes=(), val_classes=())
     cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
     device = device_for()
     net = loaded.net.to(device)
@@ -555,10 +561,11 @@ def predict(
     table = Table()
     for col in ("file", "predicted", "probability", "runner-up", "probability"):
         table.add_column(col, justify="right" if col == "probability" else "left")
+    roots = [q for q in queries if q.is_dir()]
     for p in res.predictions:
         mark = "" if p.true_class is None else (" ✓" if p.predicted == p.true_class else f" ✗ ({p.true_class})")
         table.add_row(
-            escape(str(p.path)), escape(p.predicted + mark), f"{p.probability:.3f}", p.runner_up or "-",
+            escape(_short_path(p.path, roots)), escape(p.predicted + mark), f"{p.probability:.3f}", p.runner_up or "-",
             f"{p.runner_up_probability:.3f}" if p.runner_up_probability is not None else "-",
         )
     out.print(table)

@@ -574,6 +574,7 @@ def _fit_or_interrupt(trainer: Any, lit: Any, ckpt_path: str | None) -> None:
     try:
         trainer.fit(lit, ckpt_path=ckpt_path)
     except SystemExit:
+        # Also Lightning's SIGTERMException (a SystemExit): it finishes the step, then raises.
         if not trainer.interrupted:
             raise
     finally:

@@ -16,6 +16,8 @@ from fslcli.episodes import check_pool, episode_rng, sample_episode
 from fslcli.evaluation import TEST_STREAM, embed_cached
 from fslcli.workflows import device_for, prepare
 
+_METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+
 
 @dataclass(frozen=True)
 class PlotResult:
@@ -69,7 +71,7 @@ def episode_plot(
     paths = [str(clips[i].path) for i in ids] + [""] * cfg.ways
     predicted: list[str | None] = [None] * n_s + [classes[int(p)] for p in pred] + [None] * cfg.ways
     pts = PointSet(coords=coords, labels=labels, roles=roles, paths=paths, predicted=predicted)
-    title = f"Episode {episode}: {cfg.ways}-way {cfg.shots}-shot, accuracy {acc:.2f} ({method.upper()}, {source.kind})"
+    title = f"Episode {episode}: {cfg.ways}-way {cfg.shots}-shot, accuracy {acc:.2f} ({_METHOD_NAMES[method]}, {source.kind})"
     path = write_figure(episode_figure(pts, title), out)
     return PlotResult(path, acc, len(labels), prep.skipped)
 
@@ -107,6 +109,6 @@ def embeddings_plot(
     roles = ["clip"] * len(test_ids) + ["train"] * (len(ids) - len(test_ids)) + ["prototype"] * len(classes)
     paths = [str(clips[i].path) for i in ids] + [""] * len(classes)
     pts = PointSet(coords=coords, labels=labels, roles=roles, paths=paths, predicted=[None] * len(labels))
-    title = f"Test clips and prototypes ({method.upper()}, {source.kind})"
+    title = f"Test clips and prototypes ({_METHOD_NAMES[method]}, {source.kind})"
     path = write_figure(embeddings_figure(pts, title), out)
     return PlotResult(path, float("nan"), len(labels), prep.skipped)
