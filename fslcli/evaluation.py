@@ -83,11 +83,13 @@ def embed_cached(
 
 @dataclass(frozen=True)
 class EpisodeScores:
-    """Per-episode results: ``accuracy`` ``(E,)``, ``true`` and ``pred`` ``(E, ways * queries)`` class labels."""
+    """Per-episode results: ``accuracy`` and ``loss`` (mean query cross-entropy) ``(E,)``;
+    ``true`` and ``pred`` ``(E, ways * queries)`` class labels."""
 
     accuracy: np.ndarray
     true: list[list[str]]
     pred: list[list[str]]
+    loss: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -107,9 +109,11 @@ def score_episodes(net: ProtoNet, emb: torch.Tensor, position: dict[int, int], e
     pred = logits.argmax(dim=-1).cpu().numpy()
     target = np.repeat(np.arange(ways), queries)[None, :]
     acc = (pred == target).mean(axis=1)
+    tgt = torch.as_tensor(target[0], device=logits.device)
+    loss = -torch.log_softmax(logits.float(), dim=-1)[:, torch.arange(len(tgt), device=logits.device), tgt].mean(dim=1)
     true_names = [[ep.classes[t] for t in target[0]] for ep in episodes]
     pred_names = [[ep.classes[p] for p in row] for ep, row in zip(episodes, pred, strict=True)]
-    return EpisodeScores(acc, true_names, pred_names)
+    return EpisodeScores(acc, true_names, pred_names, loss.cpu().numpy())
 
 
 def ci95_half_width(acc: np.ndarray) -> float:

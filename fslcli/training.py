@@ -345,6 +345,7 @@ def _lit_module_class():
             with torch.no_grad():
                 scores = score_episodes(self.net, emb.to(self.device), pos, self.val.episodes)
             self.log("val_acc", float(scores.accuracy.mean()), prog_bar=True, sync_dist=False, batch_size=1)
+            self.log("val_loss", float(scores.loss.mean()), sync_dist=False, batch_size=1)
 
         def configure_optimizers(self):
             tc = self.config.train
@@ -395,8 +396,9 @@ def _callbacks(run_dir: Path, progress: Callable[[dict[str, Any]], None] | None,
                 if self.losses:
                     row["train_loss"] = float(np.mean(self.losses))
                     row["train_acc"] = float(np.nanmean(self.accs))
-                if "val_acc" in trainer.callback_metrics:
-                    row["val_acc"] = float(trainer.callback_metrics["val_acc"])
+                for key in ("val_loss", "val_acc"):
+                    if key in trainer.callback_metrics:
+                        row[key] = float(trainer.callback_metrics[key])
                 with open(run_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
                 if progress is not None:
