@@ -117,9 +117,9 @@ class TrainConfig:
     #: Ways of training episodes: 0 (the default) uses every training class in every episode,
     #: which generalises better to unseen classes than 5-way training; N > 0 draws N classes.
     train_ways: int = 0
-    #: Queries per class in training episodes, at most ``EpisodeConfig.queries`` (0: exactly
-    #: that). Fewer queries pay for the extra ways at the same cost per step.
-    train_queries: int = 5
+    #: Queries per class in training episodes, at most ``EpisodeConfig.queries`` (0, the
+    #: default: exactly that). Fewer queries make a step cheaper.
+    train_queries: int = 0
     val_every: int = 100
     val_episodes: int = 300
     accelerator: str = "auto"
