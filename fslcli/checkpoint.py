@@ -8,11 +8,9 @@ class splits, the data source, the state dict, metrics), so it loads with
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import pickletools
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +18,10 @@ from typing import Any
 
 import torch
 
+from fslcli.atomic import atomic_write
 from fslcli.config import RunConfig
 from fslcli.datasets import DataSource
-from fslcli.errors import CheckpointError, OutputError
+from fslcli.errors import CheckpointError
 from fslcli.model import ProtoNet
 
 FORMAT = "fslcli-protonet"
@@ -51,25 +50,7 @@ def sha256_file(path: Path) -> str:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}; choose a writable folder") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_model(

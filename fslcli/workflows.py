@@ -6,7 +6,6 @@ The CLI parses options, calls one function here and renders what comes back.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fslcli.atomic import atomic_write
 from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
 from fslcli.datasets import DataSource, load_clips
 from fslcli.errors import DataError, FslError
@@ -130,67 +130,46 @@ def eval_summary(result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source
 
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """``np.savez`` to a temporary file then rename; no partial file under the final name."""
-    import tempfile
-
-    from fslcli.errors import OutputError
-
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def write_embeddings(path: Path, embeddings: np.ndarray, paths: list[str], labels: list[str]) -> None:
-    """Write embeddings by suffix: ``.npz`` (arrays ``embeddings``, ``paths``, ``labels``; no object arrays),
-    ``.csv`` (path, label, e0..eN) or ``.parquet`` (same columns; needs pyarrow)."""
-    import tempfile
+    """Write embeddings by suffix, atomically.
 
-    from fslcli.errors import OutputError
-
+    ``.npz``: arrays ``embeddings``, ``paths`` and ``labels`` (strings; no object arrays).
+    ``.csv`` and ``.parquet`` (needs pyarrow): columns ``path``, ``label``, ``e0``..``eN``.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
+    cols = [f"e{k}" for k in range(embeddings.shape[1])]
     if suffix == ".npz":
-        write_npz_atomic(path, embeddings=embeddings.astype(np.float32), paths=np.asarray(paths, dtype=str), labels=np.asarray(labels, dtype=str))
-        return
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        cols = [f"e{k}" for k in range(embeddings.shape[1])]
-        if suffix == ".csv":
-            import csv
+        write_npz_atomic(
+            path,
+            embeddings=embeddings.astype(np.float32),
+            paths=np.asarray(paths, dtype=str),
+            labels=np.asarray(labels, dtype=str),
+        )
+    elif suffix == ".csv":
+        import csv
+        import io
 
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(["path", "label", *cols])
-                for p, lab, row in zip(paths, labels, embeddings, strict=True):
-                    w.writerow([p, lab, *(f"{v:.7g}" for v in row)])
-        elif suffix == ".parquet":
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise FslError("parquet output needs pyarrow: pip install 'fslcli[parquet]'") from None
-            table = pa.table({"path": paths, "label": labels, **{c: embeddings[:, k] for k, c in enumerate(cols)}})
-            pq.write_table(table, tmp)
-        else:
-            raise FslError(f"--out {path}: unknown format {suffix or '(none)'}; use .npz, .csv or .parquet")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        def write_csv(f) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            w = csv.writer(text)
+            w.writerow(["path", "label", *cols])
+            for p, lab, row in zip(paths, labels, embeddings, strict=True):
+                w.writerow([p, lab, *(f"{v:.7g}" for v in row)])
+            text.flush()
+            text.detach()
+
+        atomic_write(path, write_csv)
+    elif suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise FslError("parquet output needs pyarrow: pip install 'fslcli[parquet]'") from None
+        table = pa.table({"path": paths, "label": labels, **{c: embeddings[:, k] for k, c in enumerate(cols)}})
+        atomic_write(path, lambda f: pq.write_table(table, f))
+    else:
+        raise FslError(f"--out {path}: unknown format {suffix or '(none)'}; use .npz, .csv or .parquet")
