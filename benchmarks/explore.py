@@ -29,6 +29,9 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
     a, m, t, au = base.audio, base.model, base.train, base.augment
     return {
         "default": base,
+        # The study's baseline when it was run (results/explore-h200-*.json call it "default"):
+        # 5-way training episodes, the episode shape of the tutorial.
+        "5-way": replace(base, train=replace(t, train_ways=5)),
         "no-eq-shift": replace(base, augment=replace(au, eq_db=0.0, max_shift_bins=0)),
         "no-aug": replace(base, augment=AugmentConfig(random_crop=True, gain_db=0.0, spec_time_masks=0, spec_freq_masks=0, eq_db=0.0, max_shift_bins=0)),
         "shift4": replace(base, augment=replace(au, max_shift_bins=4)),
