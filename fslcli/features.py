@@ -151,17 +151,24 @@ class WaveCache:
         return out
 
     def excerpts(self, ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-        """``(len(ids), length)`` excerpts in one vectorised read; zero-padded past each clip's end."""
+        """``(len(ids), length)`` excerpts, zero-padded past each clip's end.
+
+        One slice copy per clip: cheaper than a fancy-index read, which would first build an
+        index array as large as the output.
+        """
         ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), length), dtype=np.float32)
         lengths = self.lengths[ids]
         starts = np.clip(np.asarray(starts, dtype=np.int64), 0, np.maximum(lengths - 1, 0))
-        k = np.arange(length, dtype=np.int64)[None, :]
-        valid = (starts[:, None] + k) < lengths[:, None]
-        idx = np.where(valid, self.offsets[ids][:, None] + starts[:, None] + k, 0)
-        if len(self.waves) == 0:
-            return np.zeros((len(ids), length), dtype=np.float32)
-        out = np.asarray(self.waves[idx.ravel()], dtype=np.float32).reshape(len(ids), length)
-        out[~valid] = 0.0
+        takes = np.minimum(length, lengths - starts)
+        begins = self.offsets[ids] + starts
+        waves = self.waves
+        for row in range(len(ids)):
+            t = max(0, int(takes[row]))
+            if t > 0:
+                b = int(begins[row])
+                out[row, :t] = waves[b : b + t]
+            out[row, t:] = 0.0
         return out
 
     def labels(self) -> list[str]:
