@@ -33,7 +33,12 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         # 5-way training episodes, the episode shape of the tutorial.
         "5-way": replace(base, train=replace(t, train_ways=5)),
         "no-eq-shift": replace(base, augment=replace(au, eq_db=0.0, max_shift_bins=0)),
-        "no-aug": replace(base, augment=AugmentConfig(random_crop=True, gain_db=0.0, spec_time_masks=0, spec_freq_masks=0, eq_db=0.0, max_shift_bins=0)),
+        "no-aug": replace(
+            base,
+            augment=AugmentConfig(
+                random_crop=True, gain_db=0.0, spec_time_masks=0, spec_freq_masks=0, eq_db=0.0, max_shift_bins=0
+            ),
+        ),
         "shift4": replace(base, augment=replace(au, max_shift_bins=4)),
         "clip-norm": replace(base, model=replace(m, input_norm="clip")),
         "cosine": replace(base, model=replace(m, distance="cosine")),
@@ -42,7 +47,12 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         "wide": replace(base, model=replace(m, channels=(64, 128, 256, 512))),
         "steps-x2": replace(base, train=replace(t, steps=2 * t.steps)),
         "ways6+clip": replace(base, train=replace(t, train_ways=6), model=replace(m, input_norm="clip")),
-        "ways6+clip+no-eq": replace(base, train=replace(t, train_ways=6), model=replace(m, input_norm="clip"), augment=replace(au, eq_db=0.0, max_shift_bins=0)),
+        "ways6+clip+no-eq": replace(
+            base,
+            train=replace(t, train_ways=6),
+            model=replace(m, input_norm="clip"),
+            augment=replace(au, eq_db=0.0, max_shift_bins=0),
+        ),
     }
 
 
@@ -79,7 +89,17 @@ def main() -> None:
         net = load_model(res.model_path).net.to(device_for())
         row = {"train_seconds": round(secs, 1), "best_val_acc_during_training": res.best_val_acc}
         for shots in (5, 1):
-            r = evaluate(net, prep.cache, prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, cfg.eval_windows, device_for(), stream=VAL_STREAM + 50)
+            r = evaluate(
+                net,
+                prep.cache,
+                prep.pools.val,
+                EpisodeConfig(3, shots, 15),
+                1000,
+                123,
+                cfg.eval_windows,
+                device_for(),
+                stream=VAL_STREAM + 50,
+            )
             row[f"heldout_3way_{shots}shot"] = round(r.mean_accuracy, 4)
             row[f"heldout_3way_{shots}shot_ci95"] = round(r.ci95_half_width, 4)
         results[name] = row
@@ -87,7 +107,9 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1))
     print("\nvariant        5-shot   1-shot   train s")
     for name, row in results.items():
-        print(f"{name:14s} {row['heldout_3way_5shot']:.4f}  {row['heldout_3way_1shot']:.4f}  {row['train_seconds']:.0f}")
+        print(
+            f"{name:14s} {row['heldout_3way_5shot']:.4f}  {row['heldout_3way_1shot']:.4f}  {row['train_seconds']:.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ def read_payload(path: Path) -> dict[str, Any]:
     """Load a model file safely, turning every failure into one line that says which."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"model file {path} does not exist; train one with `fsl train` or give the path to a model.pt")
+        raise CheckpointError(
+            f"model file {path} does not exist; train one with `fsl train` or give the path to a model.pt"
+        )
     if path.is_dir():
         if (path / "model.pt").is_file():
             path = path / "model.pt"
@@ -111,7 +113,9 @@ def read_payload(path: Path) -> dict[str, Any]:
             msg = "not a PyTorch file fslcli can read"
         raise CheckpointError(f"{path} is damaged or not a model file ({msg}); retrain or copy it again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an fslcli model file (no '{FORMAT}' header); give a model.pt written by `fsl train`")
+        raise CheckpointError(
+            f"{path} is not an fslcli model file (no '{FORMAT}' header); give a model.pt written by `fsl train`"
+        )
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -173,7 +177,9 @@ def load_model(path: Path) -> LoadedModel:
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} does not match this fslcli's model ({str(exc).splitlines()[0][:160]}); retrain it") from None
+        raise CheckpointError(
+            f"{path} does not match this fslcli's model ({str(exc).splitlines()[0][:160]}); retrain it"
+        ) from None
     net.eval()
     return LoadedModel(
         net=net,
@@ -189,5 +195,7 @@ def newest_model(runs_dir: Path = Path("runs")) -> Path:
     """The newest ``runs/*/model.pt``, for commands whose MODEL is omitted."""
     candidates = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise CheckpointError(f"no model given and none found under {runs_dir}/*/model.pt; train one with `fsl train` or pass MODEL")
+        raise CheckpointError(
+            f"no model given and none found under {runs_dir}/*/model.pt; train one with `fsl train` or pass MODEL"
+        )
     return candidates[-1]

@@ -107,7 +107,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -194,24 +196,45 @@ _TRAIN_DEFAULTS = TrainConfig()
 _MODEL_DEFAULTS = ModelConfig()
 
 # Shared options -----------------------------------------------------------------------
-DatasetOpt = Annotated[Dataset | None, typer.Option("--dataset", help="A named dataset (default: the offline tinysol-gm, or the model's own data).")]
-DataHomeOpt = Annotated[Path | None, typer.Option("--data-home", help="That dataset's folder (default ~/mir_datasets/<dataset>).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Your own data: a folder with one subfolder per class.")]
-CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-audio cache (default ~/.cache/fslcli or $FSL_CACHE_DIR).")]
+DatasetOpt = Annotated[
+    Dataset | None,
+    typer.Option("--dataset", help="A named dataset (default: the offline tinysol-gm, or the model's own data)."),
+]
+DataHomeOpt = Annotated[
+    Path | None, typer.Option("--data-home", help="That dataset's folder (default ~/mir_datasets/<dataset>).")
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Your own data: a folder with one subfolder per class.")
+]
+CacheDirOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Decoded-audio cache (default ~/.cache/fslcli or $FSL_CACHE_DIR).")
+]
 WaysOpt = Annotated[int, typer.Option("--ways", min=1, help="Classes per episode.")]
 ShotsOpt = Annotated[int, typer.Option("--shots", min=1, help="Support examples per class.")]
 QueriesOpt = Annotated[int, typer.Option("--queries", min=1, help="Query examples per class.")]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed: the same seed gives the same episodes and excerpts.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on standard output (progress goes to standard error).")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Seed: the same seed gives the same episodes and excerpts.")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on standard output (progress goes to standard error).")
+]
 
 
 # download -----------------------------------------------------------------------------
 @app.command()
 @handle_errors
 def download(
-    dataset: Annotated[Dataset, typer.Argument(help="tinysol: the real TinySOL from Zenodo; tinysol-gm: render an offline TinySOL-shaped set.")],
+    dataset: Annotated[
+        Dataset,
+        typer.Argument(help="tinysol: the real TinySOL from Zenodo; tinysol-gm: render an offline TinySOL-shaped set."),
+    ],
     data_home: DataHomeOpt = None,
-    soundfont: Annotated[Path | None, typer.Option("--soundfont", help="tinysol-gm: a .sf2/.sf3 General MIDI SoundFont (default: pretty_midi's TimGM6mb.sf2).")] = None,
+    soundfont: Annotated[
+        Path | None,
+        typer.Option(
+            "--soundfont", help="tinysol-gm: a .sf2/.sf3 General MIDI SoundFont (default: pretty_midi's TimGM6mb.sf2)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="tinysol-gm: seed for note lengths and folds.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace what is there.")] = False,
 ) -> None:
@@ -225,7 +248,9 @@ def download(
 
         err.print(f"Downloading TinySOL (Zenodo record 3685367) into {home}")
         with progress_bar() as bar:
-            report = download_tinysol(home, progress=lambda name, done, total: bar(f"{name}", done, total or max(done, 1)), force=force)
+            report = download_tinysol(
+                home, progress=lambda name, done, total: bar(f"{name}", done, total or max(done, 1)), force=force
+            )
         if report.skipped:
             err.print(f"already complete: {', '.join(report.skipped)}")
         out.print(f"TinySOL ready in {home} ({time.perf_counter() - t0:.0f} s)")
@@ -239,7 +264,9 @@ def download(
         ) from None
     err.print(f"Rendering the offline TinySOL-shaped dataset into {home}")
     with progress_bar() as bar:
-        report = render_tinysol_gm(home, soundfont, seed, force=force, progress=lambda d, t: bar("Rendering notes", d, t))
+        report = render_tinysol_gm(
+            home, soundfont, seed, force=force, progress=lambda d, t: bar("Rendering notes", d, t)
+        )
     if report.reused:
         out.print(f"Already rendered with the same font and seed: {home} ({report.written} files)")
         return
@@ -256,28 +283,66 @@ def train(
     ways: WaysOpt = 5,
     shots: ShotsOpt = 5,
     queries: QueriesOpt = 15,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = _TRAIN_DEFAULTS.steps,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")
+    ] = _TRAIN_DEFAULTS.steps,
     seed: SeedOpt = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>/).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty run folder.")] = False,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = None,
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,
     data_dir: DataDirOpt = None,
-    train_classes: Annotated[str | None, typer.Option("--train-classes", help="Comma-separated training classes.")] = None,
-    test_classes: Annotated[str | None, typer.Option("--test-classes", help="Comma-separated test classes (never seen in training or validation).")] = None,
-    val_classes: Annotated[str | None, typer.Option("--val-classes", help="Hold out these whole classes for validation (default: held-out recordings of the training classes).")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")] = _TRAIN_DEFAULTS.val_every,
-    val_episodes: Annotated[int, typer.Option("--val-episodes", min=1, help="Validation episodes.")] = _TRAIN_DEFAULTS.val_episodes,
-    train_ways: Annotated[int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: every training class).")] = _TRAIN_DEFAULTS.train_ways,
-    train_queries: Annotated[int, typer.Option("--train-queries", min=0, help="Queries per class in training episodes, at most --queries (0: same as --queries).")] = _TRAIN_DEFAULTS.train_queries,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")] = _TRAIN_DEFAULTS.learning_rate,
+    train_classes: Annotated[
+        str | None, typer.Option("--train-classes", help="Comma-separated training classes.")
+    ] = None,
+    test_classes: Annotated[
+        str | None,
+        typer.Option("--test-classes", help="Comma-separated test classes (never seen in training or validation)."),
+    ] = None,
+    val_classes: Annotated[
+        str | None,
+        typer.Option(
+            "--val-classes",
+            help="Hold out these whole classes for validation (default: held-out recordings of the training classes).",
+        ),
+    ] = None,
+    val_every: Annotated[
+        int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")
+    ] = _TRAIN_DEFAULTS.val_every,
+    val_episodes: Annotated[
+        int, typer.Option("--val-episodes", min=1, help="Validation episodes.")
+    ] = _TRAIN_DEFAULTS.val_episodes,
+    train_ways: Annotated[
+        int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: every training class).")
+    ] = _TRAIN_DEFAULTS.train_ways,
+    train_queries: Annotated[
+        int,
+        typer.Option(
+            "--train-queries",
+            min=0,
+            help="Queries per class in training episodes, at most --queries (0: same as --queries).",
+        ),
+    ] = _TRAIN_DEFAULTS.train_queries,
+    lr: Annotated[
+        float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")
+    ] = _TRAIN_DEFAULTS.learning_rate,
     backbone: Annotated[str, typer.Option("--backbone", help="conv, resnet or tutorial.")] = "conv",
-    input_norm: Annotated[str, typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none.")] = _MODEL_DEFAULTS.input_norm,
-    accelerator: Annotated[Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")] = Accelerator.auto,
-    devices: Annotated[int, typer.Option("--devices", min=1, help="Devices (processes) for data-parallel training (DDP).")] = 1,
+    input_norm: Annotated[
+        str, typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none.")
+    ] = _MODEL_DEFAULTS.input_norm,
+    accelerator: Annotated[
+        Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")
+    ] = Accelerator.auto,
+    devices: Annotated[
+        int, typer.Option("--devices", min=1, help="Devices (processes) for data-parallel training (DDP).")
+    ] = 1,
     num_nodes: Annotated[int, typer.Option("--num-nodes", min=1, help="Machines, for cluster DDP.")] = 1,
-    precision: Annotated[Precision, typer.Option("--precision", help="32, 16-mixed (GPU) or bf16-mixed.")] = Precision.p32,
+    precision: Annotated[
+        Precision, typer.Option("--precision", help="32, 16-mixed (GPU) or bf16-mixed.")
+    ] = Precision.p32,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Train a Prototypical Network episodically; writes RUN_DIR/model.pt (best by validation accuracy)."""
@@ -291,7 +356,9 @@ def train(
         config, source = load_run_file(resume)
         run_dir = resume
         if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise FslError(f"--resume {run_dir}: no checkpoints/last.ckpt yet (the run stopped before its first validation); start it again with --force")
+            raise FslError(
+                f"--resume {run_dir}: no checkpoints/last.ckpt yet (the run stopped before its first validation); start it again with --force"
+            )
     else:
         if backbone not in ("conv", "resnet", "tutorial"):
             raise typer.BadParameter(f"{backbone!r} is not one of conv, resnet, tutorial", param_hint="--backbone")
@@ -331,10 +398,26 @@ def train(
         else:
             run_dir = out_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
             check_run_dir(run_dir, force)
-    _train(config, source, run_dir, resume is not None, cache_dir, is_child, explicit_split=(train_classes or test_classes or val_classes) is not None)
+    _train(
+        config,
+        source,
+        run_dir,
+        resume is not None,
+        cache_dir,
+        is_child,
+        explicit_split=(train_classes or test_classes or val_classes) is not None,
+    )
 
 
-def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: Path | None, is_child: bool, explicit_split: bool) -> None:
+def _train(
+    config: Any,
+    source: Any,
+    run_dir: Path,
+    resuming: bool,
+    cache_dir: Path | None,
+    is_child: bool,
+    explicit_split: bool,
+) -> None:
     from dataclasses import replace
 
     from fslcli.config import TrainConfig
@@ -370,7 +453,9 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
             save_run_file(run_dir, config, source)
             (run_dir / "history.jsonl").unlink(missing_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --out") from None
+        raise OutputError(
+            f"--out {run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --out"
+        ) from None
     os.environ["FSL_RUN_DIR"] = str(run_dir)  # DDP workers re-run this command: they must find the same folder
 
     from rich.progress import (
@@ -403,14 +488,25 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
     t0 = time.perf_counter()
     try:
         with bars:
-            result = fit(config, prep.cache, prep.pools.train, prep.pools.val, source, run_dir, resume=resuming, progress=on_progress,
-                         extra_meta={"val_description": prep.pools.val_description})
+            result = fit(
+                config,
+                prep.cache,
+                prep.pools.train,
+                prep.pools.val,
+                source,
+                run_dir,
+                resume=resuming,
+                progress=on_progress,
+                extra_meta={"val_description": prep.pools.val_description},
+            )
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             err.print(f"[yellow]Interrupted.[/] Continue with: fsl train --resume {escape(str(run_dir))}")
         else:
-            err.print(f"[yellow]Interrupted[/] before the first validation, so there is nothing to resume: "
-                      f"run the same command again with --force (--out {escape(str(run_dir))})")
+            err.print(
+                f"[yellow]Interrupted[/] before the first validation, so there is nothing to resume: "
+                f"run the same command again with --force (--out {escape(str(run_dir))})"
+            )
         raise typer.Exit(130) from None
     if not result.is_global_zero:
         return
@@ -420,7 +516,9 @@ def _train(config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: P
         f"{result.best_val_acc:.3f} at step {result.best_step}"
     )
     out.print(f"Model: {result.model_path}")
-    out.print(f"Learning curves: {run_dir / 'learning_curves.html'}; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    out.print(
+        f"Learning curves: {run_dir / 'learning_curves.html'}; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}"
+    )
 
 
 # eval ---------------------------------------------------------------------------------
@@ -437,7 +535,10 @@ def eval_cmd(
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,
     data_dir: DataDirOpt = None,
-    test_classes: Annotated[str | None, typer.Option("--test-classes", help="Comma-separated classes to test on (default: the model's test classes).")] = None,
+    test_classes: Annotated[
+        str | None,
+        typer.Option("--test-classes", help="Comma-separated classes to test on (default: the model's test classes)."),
+    ] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
@@ -460,8 +561,17 @@ def eval_cmd(
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
         _warn_skipped(prep.skipped)
-        result = evaluate(net, prep.cache, prep.pools.test, cfg, episodes, seed, loaded.config.eval_windows, device,
-                          progress=lambda d, t: bar("Embedding test clips", d, t))
+        result = evaluate(
+            net,
+            prep.cache,
+            prep.pools.test,
+            cfg,
+            episodes,
+            seed,
+            loaded.config.eval_windows,
+            device,
+            progress=lambda d, t: bar("Embedding test clips", d, t),
+        )
     summary = eval_summary(result, cfg, seed, loaded, source, loaded.config.eval_windows)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
@@ -495,7 +605,9 @@ def eval_cmd(
 def embed(
     model: Annotated[Path, typer.Argument(help="model.pt")],
     inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .npz, .csv or .parquet (by suffix).")] = Path("embeddings.npz"),
+    out_path: Annotated[Path, typer.Option("--out", help="Output: .npz, .csv or .parquet (by suffix).")] = Path(
+        "embeddings.npz"
+    ),
 ) -> None:
     """One embedding per recording, with its path and label (the parent folder's name)."""
     from fslcli.checkpoint import load_model
@@ -523,9 +635,13 @@ def embed(
 def predict(
     model: Annotated[Path, typer.Argument(help="model.pt")],
     queries: Annotated[list[Path], typer.Argument(help="Query audio files or folders.")],
-    support: Annotated[Path, typer.Option("--support", help="Folder with one subfolder of example recordings per class.")] = ...,  # type: ignore[assignment]
+    support: Annotated[
+        Path, typer.Option("--support", help="Folder with one subfolder of example recordings per class.")
+    ] = ...,  # type: ignore[assignment]
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes to list per query (JSON).")] = 2,
-    reject: Annotated[bool, typer.Option("--reject", help="Report queries far from every prototype as 'unknown'.")] = False,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Report queries far from every prototype as 'unknown'.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify recordings against classes given by a few examples each."""
@@ -536,8 +652,15 @@ def predict(
     loaded = load_model(model)
     device = device_for()
     with progress_bar(quiet=False) as bar:
-        res = run_predict(loaded.net.to(device), support, queries, top_k=top_k, reject=reject, device=device,
-                          progress=lambda d, t: bar("Embedding", d, t))
+        res = run_predict(
+            loaded.net.to(device),
+            support,
+            queries,
+            top_k=top_k,
+            reject=reject,
+            device=device,
+            progress=lambda d, t: bar("Embedding", d, t),
+        )
     _warn_skipped([(str(p), r) for p, r in res.skipped])
     labelled = [p for p in res.predictions if p.true_class is not None]
     if as_json:
@@ -565,7 +688,10 @@ def predict(
     for p in res.predictions:
         mark = "" if p.true_class is None else (" ✓" if p.predicted == p.true_class else f" ✗ ({p.true_class})")
         table.add_row(
-            escape(_short_path(p.path, roots)), escape(p.predicted + mark), f"{p.probability:.3f}", p.runner_up or "-",
+            escape(_short_path(p.path, roots)),
+            escape(p.predicted + mark),
+            f"{p.probability:.3f}",
+            p.runner_up or "-",
             f"{p.runner_up_probability:.3f}" if p.runner_up_probability is not None else "-",
         )
     out.print(table)
@@ -593,7 +719,9 @@ def predict(
 @handle_errors
 def plot_episode(
     model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .html (self-contained), .png, .svg or .pdf.")] = Path("episode.html"),
+    out_path: Annotated[Path, typer.Option("--out", help="Output: .html (self-contained), .png, .svg or .pdf.")] = Path(
+        "episode.html"
+    ),
     method: Annotated[Method, typer.Option("--method", help="Projection.")] = Method.tsne,
     dims: Annotated[int, typer.Option("--dims", min=2, max=3, help="2 or 3 dimensions.")] = 2,
     episode: Annotated[int, typer.Option("--episode", min=0, help="Which test episode (same N, same episode).")] = 0,
@@ -625,10 +753,14 @@ def plot_episode(
 @handle_errors
 def plot_embeddings(
     model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .html, .png, .svg or .pdf.")] = Path("embeddings.html"),
+    out_path: Annotated[Path, typer.Option("--out", help="Output: .html, .png, .svg or .pdf.")] = Path(
+        "embeddings.html"
+    ),
     method: Annotated[Method, typer.Option("--method", help="Projection.")] = Method.tsne,
     dims: Annotated[int, typer.Option("--dims", min=2, max=3, help="2 or 3 dimensions.")] = 2,
-    include_train: Annotated[bool, typer.Option("--include-train", help="Also show the training classes, greyed.")] = False,
+    include_train: Annotated[
+        bool, typer.Option("--include-train", help="Also show the training classes, greyed.")
+    ] = False,
     seed: SeedOpt = 0,
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,
@@ -651,7 +783,9 @@ def plot_embeddings(
 # info ---------------------------------------------------------------------------------
 @app.command()
 @handle_errors
-def info(model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None) -> None:
+def info(
+    model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
+) -> None:
     """What a model is: settings, classes, data source, training time and accuracy."""
     from fslcli.checkpoint import read_payload, sha256_file
 
@@ -666,13 +800,24 @@ def info(model: Annotated[Path | None, typer.Argument(help="model.pt (default: t
     table.add_row("sha256", sha256_file(path))
     table.add_row("data", f"{payload['source']['kind']} at {payload['source']['path']}")
     table.add_row("trained on", ", ".join(splits["train"]))
-    table.add_row("validated on", meta.get("val_description") or (", ".join(splits["val"]) if splits["val"] else f"fold {splits['val_fold']}"))
+    table.add_row(
+        "validated on",
+        meta.get("val_description") or (", ".join(splits["val"]) if splits["val"] else f"fold {splits['val_fold']}"),
+    )
     table.add_row("tested on", ", ".join(splits["test"]))
     ep, tr, m, a = s["episode"], s["train"], s["model"], s["audio"]
     table.add_row("episodes", f"{ep['ways']}-way {ep['shots']}-shot {ep['queries']} queries")
-    table.add_row("model", f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, {m['distance']} distance, input norm {m['input_norm']}")
-    table.add_row("audio", f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} mels, {a['compression']}")
-    table.add_row("training", f"{meta.get('steps', '?')} steps, seed {tr['seed']}, lr {tr['learning_rate']}, {meta.get('train_seconds', '?')} s")
+    table.add_row(
+        "model",
+        f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, {m['distance']} distance, input norm {m['input_norm']}",
+    )
+    table.add_row(
+        "audio", f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} mels, {a['compression']}"
+    )
+    table.add_row(
+        "training",
+        f"{meta.get('steps', '?')} steps, seed {tr['seed']}, lr {tr['learning_rate']}, {meta.get('train_seconds', '?')} s",
+    )
     if meta.get("best_val_acc") is not None:
         table.add_row("validation accuracy", f"{meta['best_val_acc']:.4f} (step {meta.get('best_step')})")
     if meta.get("test_acc") is not None:

@@ -42,7 +42,9 @@ def episode_rng(seed: int, index: int, rank: int = 0, stream: int = 0) -> np.ran
     return np.random.default_rng([int(seed), int(stream), int(index), int(rank)])
 
 
-def make_pool(labels: Sequence[str], indices: Sequence[int] | None = None, classes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def make_pool(
+    labels: Sequence[str], indices: Sequence[int] | None = None, classes: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Group clip indices by label, keeping only ``classes`` (in that order) when given."""
     idx = range(len(labels)) if indices is None else indices
     groups: dict[str, list[int]] = {}
@@ -55,7 +57,9 @@ def make_pool(labels: Sequence[str], indices: Sequence[int] | None = None, class
 def check_pool(pool: Pool, cfg: EpisodeConfig, what: str = "episodes", where: str = "") -> None:
     """Refuse an episode shape the pool cannot fill, naming the class and both numbers."""
     if cfg.ways < 1 or cfg.shots < 1 or cfg.queries < 0:
-        raise EpisodeError(f"--ways and --shots must be at least 1 and --queries at least 0 (got {cfg.ways}, {cfg.shots}, {cfg.queries})")
+        raise EpisodeError(
+            f"--ways and --shots must be at least 1 and --queries at least 0 (got {cfg.ways}, {cfg.shots}, {cfg.queries})"
+        )
     where_txt = f" in {where}" if where else ""
     if len(pool) < cfg.ways:
         raise EpisodeError(

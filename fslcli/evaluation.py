@@ -93,7 +93,9 @@ class EpisodeScores:
 
 
 @torch.no_grad()
-def score_episodes(net: ProtoNet, emb: torch.Tensor, position: dict[int, int], episodes: Sequence[Episode]) -> EpisodeScores:
+def score_episodes(
+    net: ProtoNet, emb: torch.Tensor, position: dict[int, int], episodes: Sequence[Episode]
+) -> EpisodeScores:
     """Score episodes on stored embeddings; ``position`` maps clip index -> row of ``emb``."""
     if not episodes:
         return EpisodeScores(np.zeros(0), [], [])

@@ -66,7 +66,9 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
             audio, sr = librosa.load(str(path), sr=None, mono=True)
             audio = np.asarray(audio, dtype=np.float32)
         except Exception:
-            detail = str(sf_exc).replace(f"Error opening {str(path)!r}: ", "").strip()[:120]  # the path is named already
+            detail = (
+                str(sf_exc).replace(f"Error opening {str(path)!r}: ", "").strip()[:120]
+            )  # the path is named already
             raise DecodeError(f"not decodable as audio ({detail or type(sf_exc).__name__})") from None
     if audio.size == 0:
         raise DecodeError("no audio samples (empty file)")
@@ -224,7 +226,9 @@ def open_cache(
     except OSError as exc:
         from fslcli.errors import OutputError
 
-        raise OutputError(f"cannot create the cache folder {cache_dir} ({exc.strerror}); choose another with --cache-dir") from None
+        raise OutputError(
+            f"cannot create the cache folder {cache_dir} ({exc.strerror}); choose another with --cache-dir"
+        ) from None
     _build(root, clips, sample_rate, progress, workers)
     return _load(root, by_path), True
 

@@ -143,7 +143,9 @@ def support_set(support_dir: Path) -> tuple[list[Path], list[str]]:
     """Files and labels of a support folder (one subfolder per class)."""
     support_dir = Path(support_dir)
     if not support_dir.is_dir():
-        raise DataError(f"--support {support_dir} is not a folder; give a folder with one subfolder of examples per class")
+        raise DataError(
+            f"--support {support_dir} is not a folder; give a folder with one subfolder of examples per class"
+        )
     files, labels = [], []
     for d in sorted(p for p in support_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found = collect_audio([d]) if any(d.iterdir()) else []

@@ -86,9 +86,7 @@ class LogMel(nn.Module):
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         # STFT in float32 even under mixed precision: power spectra overflow float16.
         with torch.autocast(device_type=waves.device.type, enabled=False):
-            spec = torch.stft(
-                waves.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True
-            )
+            spec = torch.stft(waves.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
             power = spec.real.pow(2) + spec.imag.pow(2)
             mel = self.mel_basis @ power
             if self.compression == "log":
@@ -123,7 +121,10 @@ class BNBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,10 @@ class ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.GroupNorm(min(8, cout), cout),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

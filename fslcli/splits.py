@@ -53,10 +53,18 @@ def make_pools(clips: Sequence[Clip], split: SplitConfig) -> Pools:
     present = set(labels)
     overlap = (set(split.train_classes) | set(split.val_classes)) & set(split.test_classes)
     if overlap:
-        raise DataError(f"classes {sorted(overlap)} are in both the training/validation and the test split; a class may be in one only")
+        raise DataError(
+            f"classes {sorted(overlap)} are in both the training/validation and the test split; a class may be in one only"
+        )
     if set(split.train_classes) & set(split.val_classes):
-        raise DataError(f"classes {sorted(set(split.train_classes) & set(split.val_classes))} are in both --train-classes and --val-classes")
-    for role, names in (("--train-classes", split.train_classes), ("--test-classes", split.test_classes), ("--val-classes", split.val_classes)):
+        raise DataError(
+            f"classes {sorted(set(split.train_classes) & set(split.val_classes))} are in both --train-classes and --val-classes"
+        )
+    for role, names in (
+        ("--train-classes", split.train_classes),
+        ("--test-classes", split.test_classes),
+        ("--val-classes", split.val_classes),
+    ):
         missing = [n for n in names if n not in present]
         if missing:
             raise DataError(

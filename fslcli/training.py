@@ -233,7 +233,9 @@ MAX_VAL_CLIPS_PER_CLASS = 30
 def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig) -> ValData:
     rng = episode_rng(config.train.seed, 0, 0, VAL_STREAM + 100)
     pool = {
-        c: np.sort(rng.choice(ids, size=MAX_VAL_CLIPS_PER_CLASS, replace=False)) if len(ids) > MAX_VAL_CLIPS_PER_CLASS else ids
+        c: np.sort(rng.choice(ids, size=MAX_VAL_CLIPS_PER_CLASS, replace=False))
+        if len(ids) > MAX_VAL_CLIPS_PER_CLASS
+        else ids
         for c, ids in pool.items()
     }
     cfg = val_episode_config(pool, config.episode)
@@ -350,7 +352,12 @@ def _lit_module_class():
             # What "best" means: the highest validation accuracy; among equal accuracies (held-out
             # recordings of the training classes saturate near 1.0), the lowest validation loss.
             # 1e-6 * loss is far below one query's share of the accuracy (> 1e-5 here).
-            self.log("val_select", float(scores.accuracy.mean()) - 1e-6 * float(scores.loss.mean()), sync_dist=False, batch_size=1)
+            self.log(
+                "val_select",
+                float(scores.accuracy.mean()) - 1e-6 * float(scores.loss.mean()),
+                sync_dist=False,
+                batch_size=1,
+            )
 
         def configure_optimizers(self):
             tc = self.config.train
@@ -502,13 +509,23 @@ def fit(
     # Saved at train-epoch end (its default here), a max_steps run resumes "on epoch end", counts that
     # block a second time and stops one block early, so `--resume` trained nothing.
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_select", mode="max", save_top_k=1, enable_version_counter=False,
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_select",
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
     # last.ckpt (what --resume reads) from its own unmonitored callback: Lightning >= 2.6 refreshes a
     # monitored callback's save_last only when the monitored value improves.
     last = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=False,
     )
     world = tc.devices * tc.num_nodes
     strategy: Any = "ddp" if world > 1 else "auto"

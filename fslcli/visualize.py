@@ -27,7 +27,13 @@ class PlotResult:
     skipped: list[tuple[str, str]]
 
 
-def _prepare_test(loaded: Any, source: DataSource, cache_dir: Path | None, bar: Callable[[str, int, int], None], keep_train: bool = False):
+def _prepare_test(
+    loaded: Any,
+    source: DataSource,
+    cache_dir: Path | None,
+    bar: Callable[[str, int, int], None],
+    keep_train: bool = False,
+):
     split = loaded.config.split if keep_train else replace(loaded.config.split, train_classes=(), val_classes=())
     return prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
 
@@ -99,8 +105,14 @@ def embeddings_plot(
             train_ids += [int(i) for ids in pool.values() for i in ids]
     ids = test_ids + sorted(set(train_ids))
     device = device_for()
-    emb = embed_cached(loaded.net.to(device), prep.cache, ids, loaded.config.eval_windows, device=device,
-                       progress=lambda d, t: bar("Embedding clips", d, t))
+    emb = embed_cached(
+        loaded.net.to(device),
+        prep.cache,
+        ids,
+        loaded.config.eval_windows,
+        device=device,
+        progress=lambda d, t: bar("Embedding clips", d, t),
+    )
     clips = prep.cache.clips
     classes = list(prep.pools.test)
     protos = torch.stack([emb[[k for k, i in enumerate(test_ids) if clips[i].label == c]].mean(0) for c in classes])

@@ -73,7 +73,9 @@ def check_run_dir(run_dir: Path, force: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise FslError(f"--out {run_dir} is a file; give a folder for the run")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        raise FslError(f"--out {run_dir} is not empty; pass --force to write into it, or --resume {run_dir} to continue it")
+        raise FslError(
+            f"--out {run_dir} is not empty; pass --force to write into it, or --resume {run_dir} to continue it"
+        )
     # The nearest existing ancestor must be a folder, or creating the run folder fails late.
     ancestor = next((p for p in Path(run_dir).absolute().parents if p.exists()), None)
     if ancestor is not None and not ancestor.is_dir():
@@ -101,12 +103,18 @@ def device_for(accelerator: str = "auto") -> str:
 
     if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
         return "cuda"
-    if accelerator in ("auto", "mps") and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        accelerator in ("auto", "mps")
+        and getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         return "mps"
     return "cpu"
 
 
-def eval_summary(result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int) -> dict[str, Any]:
+def eval_summary(
+    result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int
+) -> dict[str, Any]:
     """The JSON object of ``fsl eval --json``."""
     return {
         "mean_accuracy": result.mean_accuracy,

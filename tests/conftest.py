@@ -92,8 +92,27 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, gm_home: Path) -> Pa
     try:
         res = CliRunner().invoke(
             app,
-            ["train", "--data-home", str(gm_home), "--dataset", "tinysol-gm", "--steps", "2", "--val-every", "1",
-             "--ways", "3", "--shots", "2", "--queries", "3", "--val-episodes", "5", "--out", str(run)],
+            [
+                "train",
+                "--data-home",
+                str(gm_home),
+                "--dataset",
+                "tinysol-gm",
+                "--steps",
+                "2",
+                "--val-every",
+                "1",
+                "--ways",
+                "3",
+                "--shots",
+                "2",
+                "--queries",
+                "3",
+                "--val-episodes",
+                "5",
+                "--out",
+                str(run),
+            ],
         )
     finally:
         for k, v in old.items():

@@ -138,9 +138,7 @@ def test_listed_but_missing_file_is_skipped(home, tracks):
     result = read_tinysol(home)
 
     assert len(result.clips) == len(tracks) - 1
-    assert [(p, r) for p, r in result.skipped] == [
-        (gone.resolve(), "listed in the index but missing")
-    ]
+    assert [(p, r) for p, r in result.skipped] == [(gone.resolve(), "listed in the index but missing")]
 
 
 def test_track_without_csv_row_is_skipped(home, tracks):
@@ -208,9 +206,7 @@ def test_damaged_index_is_a_data_error(home, tracks):
 
 
 @pytest.mark.parametrize("top_folder", [None, "TinySOL"])
-def test_download_from_mirror_is_readable_and_second_call_skips(
-    tmp_path, home, monkeypatch, top_folder
-):
+def test_download_from_mirror_is_readable_and_second_call_skips(tmp_path, home, monkeypatch, top_folder):
     files = pack_tinysol_from_fresh(tmp_path / "src", top_folder)
     use_checksums(monkeypatch, files)
     seen: list[tuple[str, int, int | None]] = []
@@ -345,9 +341,7 @@ def test_default_urls_are_mirdatas_zenodo_urls(home, monkeypatch):
     assert asked == [md_tinysol.INDEXES["6.0"].remote.url]
 
 
-@pytest.mark.parametrize(
-    "rows", [[], [["Brass/x.wav", "not-a-fold"]]], ids=["header-only", "bad-fold"]
-)
+@pytest.mark.parametrize("rows", [[], [["Brass/x.wav", "not-a-fold"]]], ids=["header-only", "bad-fold"])
 def test_unparseable_csv_is_a_data_error(home, tracks, rows):
     write_csv(home, rows)
     with pytest.raises(DataError, match="Cannot parse .*TinySOL_metadata.csv"):

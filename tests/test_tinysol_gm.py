@@ -63,24 +63,18 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> RenderReport:
 
 def test_renders_all_fourteen_instruments(rendered: RenderReport) -> None:
     assert rendered.reused is False
-    assert rendered.per_instrument == {
-        i.full: SMALL * len(DYNAMICS) for i in INSTRUMENTS
-    }
+    assert rendered.per_instrument == {i.full: SMALL * len(DYNAMICS) for i in INSTRUMENTS}
     assert rendered.written == len(INSTRUMENTS) * SMALL * len(DYNAMICS)
     assert rendered.skipped_silent == 0
     wavs = list((rendered.data_home / "audio").rglob("*.wav"))
     assert len(wavs) == rendered.written
     for inst in INSTRUMENTS:
         folder = rendered.data_home / "audio" / inst.family / inst.folder / "ordinario"
-        assert len(list(folder.glob(f"{inst.abbr}-ord-*-N-N.wav"))) == SMALL * len(
-            DYNAMICS
-        )
+        assert len(list(folder.glob(f"{inst.abbr}-ord-*-N-N.wav"))) == SMALL * len(DYNAMICS)
     # max_notes_per_instrument=2 spans the range: the lowest and highest notes.
     tuba = rendered.data_home / "audio/Brass/Bass_Tuba/ordinario"
     assert (tuba / "BTb-ord-F#1-pp-N-N.wav").is_file()
-    assert (
-        tuba / f"BTb-ord-{pitch_name(BY_NAME['Bass Tuba'].high)}-ff-N-N.wav"
-    ).is_file()
+    assert (tuba / f"BTb-ord-{pitch_name(BY_NAME['Bass Tuba'].high)}-ff-N-N.wav").is_file()
 
 
 def test_files_are_mono_pcm16_and_trimmed(rendered: RenderReport) -> None:
@@ -108,9 +102,7 @@ def test_metadata_csv_matches_tinysol(rendered: RenderReport) -> None:
     assert len(rows) == rendered.written
     assert [r["Path"] for r in rows] == sorted(r["Path"] for r in rows)
     dyn_ids = {name: dyn_id for name, _, dyn_id in DYNAMICS}
-    pattern = re.compile(
-        r"^(\w+)/(\w+)/ordinario/([A-Za-z]+)-ord-([A-G]#?-?\d)-(pp|mf|ff)-N-N\.wav$"
-    )
+    pattern = re.compile(r"^(\w+)/(\w+)/ordinario/([A-Za-z]+)-ord-([A-G]#?-?\d)-(pp|mf|ff)-N-N\.wav$")
     for row in rows:
         match = pattern.match(row["Path"])
         assert match, row["Path"]
@@ -133,9 +125,7 @@ def test_metadata_csv_matches_tinysol(rendered: RenderReport) -> None:
         )
         assert (home / "audio" / row["Path"]).is_file()
     for inst in INSTRUMENTS:
-        folds = Counter(
-            int(r["Fold"]) for r in rows if r["Instrument (abbr.)"] == inst.abbr
-        )
+        folds = Counter(int(r["Fold"]) for r in rows if r["Instrument (abbr.)"] == inst.abbr)
         assert set(folds) <= set(range(5))
         assert max(folds.values()) - min(folds.values()) <= 1  # 6 files: 2,1,1,1,1
         assert len(folds) == 5
@@ -167,17 +157,13 @@ def test_mirdata_tinysol_loader_reads_it(rendered: RenderReport) -> None:
 
 
 def test_same_seed_is_byte_identical(rendered: RenderReport, tmp_path: Path) -> None:
-    again = render_tinysol_gm(
-        tmp_path / "again", seed=0, max_notes_per_instrument=SMALL
-    )
+    again = render_tinysol_gm(tmp_path / "again", seed=0, max_notes_per_instrument=SMALL)
     first, second = tree_hashes(rendered.data_home), tree_hashes(again.data_home)
     assert "annotation/TinySOL_metadata.csv" in first and MARKER_NAME in first
     assert first == second
 
 
-def test_note_seeds_do_not_depend_on_what_else_is_rendered(
-    rendered: RenderReport, tmp_path: Path
-) -> None:
+def test_note_seeds_do_not_depend_on_what_else_is_rendered(rendered: RenderReport, tmp_path: Path) -> None:
     # Violin alone, listed first instead of seventh: the same Violin files and folds.
     alone = render_tinysol_gm(
         tmp_path / "violin",
@@ -189,9 +175,7 @@ def test_note_seeds_do_not_depend_on_what_else_is_rendered(
     for rel, digest in tree_hashes(alone.data_home).items():
         if rel.startswith("audio/"):
             assert full[rel] == digest
-    violin_rows = [
-        r for r in read_rows(rendered.data_home) if r["Instrument (abbr.)"] == "Vn"
-    ]
+    violin_rows = [r for r in read_rows(rendered.data_home) if r["Instrument (abbr.)"] == "Vn"]
     assert read_rows(alone.data_home) == violin_rows
 
 
@@ -199,9 +183,7 @@ def test_different_seed_gives_different_durations(tmp_path: Path) -> None:
     a = render_tinysol_gm(tmp_path / "a", seed=0, **TINY)
     b = render_tinysol_gm(tmp_path / "b", seed=1, **TINY)
     wavs = sorted(p.relative_to(a.data_home) for p in a.data_home.rglob("*.wav"))
-    assert wavs == sorted(
-        p.relative_to(b.data_home) for p in b.data_home.rglob("*.wav")
-    )
+    assert wavs == sorted(p.relative_to(b.data_home) for p in b.data_home.rglob("*.wav"))
     durations_a = [sf.info(a.data_home / w).frames for w in wavs]
     durations_b = [sf.info(b.data_home / w).frames for w in wavs]
     assert durations_a != durations_b
@@ -212,12 +194,8 @@ def test_hold_times_are_seeded_and_in_range() -> None:
     holds = [hold_seconds(note_rng(s, VIOLIN, 60, 2)) for s in range(50)]
     assert all(1.5 <= h <= 3.5 for h in holds)
     assert len(set(holds)) == 50
-    assert hold_seconds(note_rng(7, VIOLIN, 60, 2)) == hold_seconds(
-        note_rng(7, VIOLIN, 60, 2)
-    )
-    assert hold_seconds(note_rng(7, VIOLIN, 60, 2)) != hold_seconds(
-        note_rng(7, VIOLIN, 61, 2)
-    )
+    assert hold_seconds(note_rng(7, VIOLIN, 60, 2)) == hold_seconds(note_rng(7, VIOLIN, 60, 2))
+    assert hold_seconds(note_rng(7, VIOLIN, 60, 2)) != hold_seconds(note_rng(7, VIOLIN, 61, 2))
 
 
 @pytest.mark.parametrize("n", [0, 1, 4, 5, 6, 13, 40])
@@ -251,9 +229,7 @@ def test_notes_the_font_cannot_sound_are_skipped(tmp_path: Path) -> None:
     assert not any(r["Pitch ID"] == "64" for r in read_rows(report.data_home))
 
 
-def test_noteon_refused_is_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_noteon_refused_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     refused = pitch_name(VIOLIN.low)
 
     class RefusingSynth(tinysoundfont.Synth):
@@ -302,9 +278,7 @@ def test_second_call_reuses_a_complete_render(rendered: RenderReport) -> None:
 
 def test_progress_reports_every_note(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
-    render_tinysol_gm(
-        tmp_path / "p", progress=lambda d, t: calls.append((d, t)), **TINY
-    )
+    render_tinysol_gm(tmp_path / "p", progress=lambda d, t: calls.append((d, t)), **TINY)
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 

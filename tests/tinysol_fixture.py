@@ -141,9 +141,7 @@ class Mirror:
     ``requests`` records ``(name, range_header_or_None)`` for each GET.
     """
 
-    def __init__(
-        self, files: dict[str, bytes], honour_range: bool = True, cut: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, files: dict[str, bytes], honour_range: bool = True, cut: dict[str, int] | None = None) -> None:
         self.files = files
         self.honour_range = honour_range
         self.cut = dict(cut or {})
@@ -181,9 +179,7 @@ class Mirror:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property
     def url(self) -> str:

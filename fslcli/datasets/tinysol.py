@@ -158,8 +158,7 @@ def read_tinysol(data_home: Path) -> ReadResult:
     if not clips:
         first = f" First: {skipped[0][0]}: {skipped[0][1]}." if skipped else ""
         raise DataError(
-            f"No usable clips in {home} ({len(skipped)} skipped).{first} "
-            f"Download TinySOL again: {_download_cmd(home)}"
+            f"No usable clips in {home} ({len(skipped)} skipped).{first} Download TinySOL again: {_download_cmd(home)}"
         )
     clips.sort(key=lambda c: str(c.path))
     skipped.sort(key=lambda s: (str(s[0]), s[1]))
@@ -175,9 +174,7 @@ def _check_home(home: Path, csv_path: Path) -> None:
     if not any(home.iterdir()):
         raise DataError(f"TinySOL data home {home} is empty. {_fill_hint(home)}")
     if not csv_path.is_file():
-        raise DataError(
-            f"TinySOL data home {home} has no {CSV_RELPATH.as_posix()}. {_fill_hint(home)}"
-        )
+        raise DataError(f"TinySOL data home {home} has no {CSV_RELPATH.as_posix()}. {_fill_hint(home)}")
 
 
 def _build_index(home: Path, csv_path: Path) -> list[tuple[Path, str]]:
@@ -188,8 +185,7 @@ def _build_index(home: Path, csv_path: Path) -> list[tuple[Path, str]]:
     """
     if not (home / AUDIO_DIRNAME).is_dir():
         raise DataError(
-            f"TinySOL data home {home} has {CSV_RELPATH.as_posix()} but no {AUDIO_DIRNAME}/ "
-            f"folder. {_fill_hint(home)}"
+            f"TinySOL data home {home} has {CSV_RELPATH.as_posix()} but no {AUDIO_DIRNAME}/ folder. {_fill_hint(home)}"
         )
     rels: list[str] = []
     skipped: list[tuple[Path, str]] = []

@@ -181,9 +181,7 @@ def render_tinysol_gm(
             data_home=data_home,
             written=int(existing["written"]),
             skipped_silent=int(existing["skipped_silent"]),
-            per_instrument={
-                i.full: int(existing["per_instrument"][i.full]) for i in instruments
-            },
+            per_instrument={i.full: int(existing["per_instrument"][i.full]) for i in instruments},
             seconds=time.perf_counter() - started,
             reused=True,
         )
@@ -265,9 +263,7 @@ def _render_into(
                 "use a General MIDI SoundFont (CLI: --soundfont)"
             )
         folds = assign_folds(len(kept), fold_rng(seed, inst))
-        rows.extend(
-            _metadata_row(note, fold) for note, fold in zip(kept, folds, strict=True)
-        )
+        rows.extend(_metadata_row(note, fold) for note, fold in zip(kept, folds, strict=True))
         per_instrument[inst.full] = len(kept)
 
     rows.sort(key=lambda row: row[0])
@@ -280,9 +276,7 @@ def _render_into(
         "skipped_silent": skipped,
         "per_instrument": per_instrument,
     }
-    (out / MARKER_NAME).write_text(
-        json.dumps(marker, indent=1, sort_keys=True), encoding="utf-8"
-    )
+    (out / MARKER_NAME).write_text(json.dumps(marker, indent=1, sort_keys=True), encoding="utf-8")
     return written, skipped, per_instrument
 
 
@@ -387,9 +381,7 @@ def _instrument_key(inst: Instrument) -> int:
     return int.from_bytes(hashlib.sha256(inst.abbr.encode("utf-8")).digest()[:4], "big")
 
 
-def note_rng(
-    seed: int, inst: Instrument, midi: int, dynamics_id: int
-) -> np.random.Generator:
+def note_rng(seed: int, inst: Instrument, midi: int, dynamics_id: int) -> np.random.Generator:
     """The generator for one note, keyed by (seed, instrument, note, dynamics) alone."""
     key = (_DURATION_STREAM, _instrument_key(inst), int(midi), int(dynamics_id))
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
@@ -406,9 +398,7 @@ def hold_seconds(rng: np.random.Generator) -> float:
     return float(rng.uniform(*HOLD_SECONDS))
 
 
-def assign_folds(
-    n: int, rng: np.random.Generator, n_folds: int = _N_FOLDS
-) -> list[int]:
+def assign_folds(n: int, rng: np.random.Generator, n_folds: int = _N_FOLDS) -> list[int]:
     """Balanced folds for ``n`` items: fold sizes differ by at most one, order shuffled."""
     return [int(f) for f in rng.permutation(np.arange(n) % n_folds)]
 
@@ -423,11 +413,7 @@ def _notes(inst: Instrument, max_notes: int | None) -> list[_Note]:
     if max_notes is not None and max_notes < len(midis):
         picks = np.round(np.linspace(inst.low, inst.high, max_notes)).astype(int)
         midis = sorted({int(m) for m in picks})
-    return [
-        _Note(inst, midi, dyn, velocity, dyn_id)
-        for midi in midis
-        for dyn, velocity, dyn_id in DYNAMICS
-    ]
+    return [_Note(inst, midi, dyn, velocity, dyn_id) for midi in midis for dyn, velocity, dyn_id in DYNAMICS]
 
 
 def _metadata_row(note: _Note, fold: int) -> list[str]:
@@ -474,23 +460,18 @@ def _read_font(path: Path) -> bytes:
         ) from None
 
 
-def _load_synth(
-    path: Path, data: bytes, sample_rate: int
-) -> tuple[tinysoundfont.Synth, int]:
+def _load_synth(path: Path, data: bytes, sample_rate: int) -> tuple[tinysoundfont.Synth, int]:
     synth = tinysoundfont.Synth(samplerate=sample_rate)
     try:
         sfid = synth.sfload(data)
     except (RuntimeError, OSError) as exc:
         raise DownloadError(
-            f"SoundFont {path} cannot be loaded ({exc}); pass a valid .sf2/.sf3 file "
-            "(CLI: --soundfont)"
+            f"SoundFont {path} cannot be loaded ({exc}); pass a valid .sf2/.sf3 file (CLI: --soundfont)"
         ) from None
     return synth, sfid
 
 
-def _select_program(
-    synth: tinysoundfont.Synth, sfid: int, inst: Instrument, path: Path
-) -> None:
+def _select_program(synth: tinysoundfont.Synth, sfid: int, inst: Instrument, path: Path) -> None:
     try:
         synth.program_select(_CHANNEL, sfid, 0, inst.gm_program)
     except RuntimeError:
@@ -507,13 +488,9 @@ def _check_arguments(
     sample_rate: int,
 ) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise DownloadError(
-            f"seed {seed!r} must be a non-negative integer, e.g. --seed 0"
-        )
+        raise DownloadError(f"seed {seed!r} must be a non-negative integer, e.g. --seed 0")
     if max_notes is not None and max_notes < 1:
-        raise DownloadError(
-            f"max_notes_per_instrument {max_notes!r} must be at least 1, or None for every note"
-        )
+        raise DownloadError(f"max_notes_per_instrument {max_notes!r} must be at least 1, or None for every note")
     if sample_rate < 1:
         raise DownloadError(f"sample_rate {sample_rate!r} must be positive, e.g. 44100")
     if not instruments:
@@ -521,19 +498,14 @@ def _check_arguments(
     seen: set[str] = set()
     for inst in instruments:
         if inst.abbr in seen:
-            raise DownloadError(
-                f"instrument abbreviation {inst.abbr!r} is listed twice"
-            )
+            raise DownloadError(f"instrument abbreviation {inst.abbr!r} is listed twice")
         seen.add(inst.abbr)
         if not 0 <= inst.low <= inst.high <= 127:
             raise DownloadError(
-                f"{inst.full!r} has range {inst.low}-{inst.high}; it needs "
-                "0 <= low <= high <= 127 (MIDI notes)"
+                f"{inst.full!r} has range {inst.low}-{inst.high}; it needs 0 <= low <= high <= 127 (MIDI notes)"
             )
         if not 0 <= inst.gm_program <= 127:
-            raise DownloadError(
-                f"{inst.full!r} has GM program {inst.gm_program}; it needs 0-127"
-            )
+            raise DownloadError(f"{inst.full!r} has GM program {inst.gm_program}; it needs 0-127")
 
 
 # ---------------------------------------------------------------------------------------
@@ -564,16 +536,12 @@ def _read_marker(data_home: Path) -> dict[str, Any] | None:
     return marker
 
 
-def _check_replaceable(
-    data_home: Path, existing: dict[str, Any] | None, force: bool
-) -> None:
+def _check_replaceable(data_home: Path, existing: dict[str, Any] | None, force: bool) -> None:
     """Refuse to replace anything but an empty folder unless ``force`` is set."""
     if not data_home.exists():
         return
     if not data_home.is_dir():
-        raise DownloadError(
-            f"{data_home} exists and is not a folder; remove it or choose another --data-home"
-        )
+        raise DownloadError(f"{data_home} exists and is not a folder; remove it or choose another --data-home")
     if force or not any(data_home.iterdir()):
         return
     if existing is not None:
@@ -581,8 +549,7 @@ def _check_replaceable(
     else:
         reason = "is not empty and holds no finished SoundFont render"
     raise DownloadError(
-        f"{data_home} {reason}; pass force=True (CLI: --force) to replace it, "
-        "or choose another --data-home"
+        f"{data_home} {reason}; pass force=True (CLI: --force) to replace it, or choose another --data-home"
     )
 
 
@@ -604,9 +571,7 @@ def _remove_partials(data_home: Path) -> None:
 def _make_partial(data_home: Path) -> Path:
     """A fresh, empty ``<data_home>.partial-<random>`` sibling (created with the umask)."""
     while True:
-        partial = data_home.with_name(
-            f"{data_home.name}.partial-{secrets.token_hex(6)}"
-        )
+        partial = data_home.with_name(f"{data_home.name}.partial-{secrets.token_hex(6)}")
         try:
             partial.mkdir()
         except FileExistsError:
