@@ -76,6 +76,31 @@ def gm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def tiny_train_args(gm_home: Path, out: Path) -> list[str]:
+    """The `fsl train` arguments of the ``trained_model`` fixture: 2 steps of tiny episodes."""
+    return [
+        "train",
+        "--data-home",
+        str(gm_home),
+        "--dataset",
+        "tinysol-gm",
+        "--steps",
+        "2",
+        "--val-every",
+        "1",
+        "--ways",
+        "3",
+        "--shots",
+        "2",
+        "--queries",
+        "3",
+        "--val-episodes",
+        "5",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory, gm_home: Path) -> Path:
     """A model trained for 2 steps on the small render (through the real CLI)."""
@@ -92,27 +117,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, gm_home: Path) -> Pa
     try:
         res = CliRunner().invoke(
             app,
-            [
-                "train",
-                "--data-home",
-                str(gm_home),
-                "--dataset",
-                "tinysol-gm",
-                "--steps",
-                "2",
-                "--val-every",
-                "1",
-                "--ways",
-                "3",
-                "--shots",
-                "2",
-                "--queries",
-                "3",
-                "--val-episodes",
-                "5",
-                "--out",
-                str(run),
-            ],
+            tiny_train_args(gm_home, run),
         )
     finally:
         for k, v in old.items():

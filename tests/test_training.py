@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_args
 from typer.testing import CliRunner
 
 from fslcli import training
@@ -194,27 +195,7 @@ TRAIN_SMALL = [
 
 def test_same_seed_twice_gives_identical_weights(trained_model: Path, gm_home: Path, tmp_path: Path) -> None:
     # the exact command of the trained_model fixture, into another folder
-    args = [
-        "train",
-        "--data-home",
-        str(gm_home),
-        "--dataset",
-        "tinysol-gm",
-        "--steps",
-        "2",
-        "--val-every",
-        "1",
-        "--ways",
-        "3",
-        "--shots",
-        "2",
-        "--queries",
-        "3",
-        "--val-episodes",
-        "5",
-        "--out",
-        str(tmp_path / "again"),
-    ]
+    args = tiny_train_args(gm_home, tmp_path / "again")
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     a = torch.load(trained_model, weights_only=True)["state_dict"]
