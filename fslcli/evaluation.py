@@ -17,7 +17,7 @@ import torch
 from fslcli.config import EpisodeConfig
 from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
 from fslcli.features import WaveCache
-from fslcli.model import ProtoNet
+from fslcli.model import ProtoNet, prototypes
 
 #: Episode streams: training, validation and test episodes never share a generator.
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
@@ -59,12 +59,14 @@ def embed_windows(
 
 def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed evaluation windows of cached clips: ``(n_windows_total, excerpt)`` and their owner positions."""
-    wins, owners = [], []
+    clip_ids, starts, owners = [], [], []
     for pos, i in enumerate(ids):
         for start in window_starts(int(cache.lengths[i]), excerpt, n_windows):
-            wins.append(cache.excerpt(i, start, excerpt))
+            clip_ids.append(int(i))
+            starts.append(start)
             owners.append(pos)
-    return np.stack(wins) if wins else np.zeros((0, excerpt), np.float32), np.asarray(owners, dtype=np.int64)
+    wins = cache.excerpts(np.asarray(clip_ids, dtype=np.int64), np.asarray(starts, dtype=np.int64), excerpt)
+    return wins, np.asarray(owners, dtype=np.int64)
 
 
 def embed_cached(
@@ -100,13 +102,13 @@ def score_episodes(
     if not episodes:
         return EpisodeScores(np.zeros(0), [], [])
     emb = emb.to(next(net.parameters()).device)
-    ways, shots = episodes[0].support.shape
+    ways = episodes[0].support.shape[0]
     queries = episodes[0].query.shape[1]
     sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
     qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
     s_emb = emb[sup.to(emb.device)]  # (E, ways * shots, dim)
     q_emb = emb[qry.to(emb.device)]  # (E, ways * queries, dim)
-    protos = s_emb.reshape(len(episodes), ways, shots, -1).mean(dim=2)
+    protos = prototypes(s_emb, ways)  # (E, ways, dim)
     logits = net.logits(q_emb, protos)  # (E, ways * queries, ways)
     pred = logits.argmax(dim=-1).cpu().numpy()
     target = np.repeat(np.arange(ways), queries)[None, :]

@@ -143,14 +143,7 @@ class WaveCache:
 
     def excerpt(self, i: int, start: int, length: int) -> np.ndarray:
         """``(length,)`` samples of clip ``i`` from ``start``; zero-padded past its end."""
-        n = int(self.lengths[i])
-        out = np.zeros(length, dtype=np.float32)
-        start = max(0, min(int(start), max(n - 1, 0)))
-        take = min(length, n - start)
-        if take > 0:
-            o = int(self.offsets[i]) + start
-            out[:take] = self.waves[o : o + take]
-        return out
+        return self.excerpts(np.asarray([i]), np.asarray([start]), length)[0]
 
     def excerpts(self, ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """``(len(ids), length)`` excerpts, zero-padded past each clip's end.

@@ -159,7 +159,7 @@ def support_set(support_dir: Path) -> tuple[list[Path], list[str]]:
     return files, labels
 
 
-def calibrate_threshold(net: ProtoNet, emb: torch.Tensor, labels: Sequence[str], classes: Sequence[str]) -> float:
+def calibrate_threshold(net: ProtoNet, emb: torch.Tensor, labels: Sequence[str]) -> float:
     """Leave-one-out rejection threshold on the support set.
 
     Each support clip (of a class with at least two) is scored against its class prototype
@@ -200,12 +200,11 @@ def predict(
         raise DataError(f"--support {support_dir}: fewer than 2 classes have decodable audio")
     s_emb = torch.from_numpy(sup.embeddings)
     protos = torch.stack([s_emb[[i for i, lbl in enumerate(sup_labels) if lbl == c]].mean(0) for c in classes])
-    threshold = calibrate_threshold(net, s_emb, sup_labels, classes) if reject else None
+    threshold = calibrate_threshold(net, s_emb, sup_labels) if reject else None
     qry = embed_files(net, query_files, device=device, progress=progress)
     q_emb = torch.from_numpy(qry.embeddings)
     logits = net.logits(q_emb, protos) if len(q_emb) else torch.zeros(0, len(classes))
     probs = torch.softmax(logits, dim=-1)
-    support_root = Path(support_dir)
     query_roots = [Path(q) for q in queries if Path(q).is_dir()]
     out = []
     for row, path in enumerate(qry.paths):
@@ -228,7 +227,6 @@ def predict(
                 true_class=true,
             )
         )
-    del support_root
     return PredictResult(classes, out, sup.skipped + qry.skipped, threshold)
 
 

@@ -42,8 +42,8 @@ class ProtoOutput(NamedTuple):
 
 
 def prototypes(support: torch.Tensor, ways: int) -> torch.Tensor:
-    """Class prototypes: ``(ways * shots, dim)`` class-major -> ``(ways, dim)`` means."""
-    return support.reshape(ways, -1, support.shape[-1]).mean(dim=1)
+    """Class prototypes: ``(..., ways * shots, dim)`` class-major -> ``(..., ways, dim)`` means."""
+    return support.reshape(*support.shape[:-2], ways, -1, support.shape[-1]).mean(dim=-2)
 
 
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

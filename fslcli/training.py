@@ -437,15 +437,9 @@ class FitResult:
 def resolve_accelerator(accelerator: str, precision: str) -> str:
     """Check the precision can run on the chosen device; returns the accelerator Lightning will use."""
     from fslcli.errors import FslError
+    from fslcli.workflows import device_for
 
-    acc = accelerator
-    if acc == "auto":
-        if torch.cuda.is_available():
-            acc = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            acc = "mps"
-        else:
-            acc = "cpu"
+    acc = device_for("auto") if accelerator == "auto" else accelerator
     if acc in ("cuda", "gpu") and not torch.cuda.is_available():
         raise FslError(f"--accelerator {accelerator}: no CUDA GPU is visible; use --accelerator cpu or auto")
     if acc == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):

@@ -14,6 +14,7 @@ from fslcli.config import EpisodeConfig
 from fslcli.datasets import DataSource
 from fslcli.episodes import check_pool, episode_rng, sample_episode
 from fslcli.evaluation import TEST_STREAM, embed_cached
+from fslcli.model import prototypes
 from fslcli.workflows import device_for, prepare
 
 _METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -64,7 +65,7 @@ def episode_plot(
     emb = embed_cached(net, prep.cache, ids, loaded.config.eval_windows, device=device)
     n_s = ep.support.size
     with torch.no_grad():
-        protos = emb[:n_s].reshape(cfg.ways, cfg.shots, -1).mean(1)
+        protos = prototypes(emb[:n_s], cfg.ways)
         pred = net.logits(emb[n_s:], protos).argmax(-1).numpy()
     classes = list(ep.classes)
     true_q = np.repeat(np.arange(cfg.ways), cfg.queries)

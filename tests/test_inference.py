@@ -138,10 +138,10 @@ def test_support_needs_two_classes(tmp_path: Path, rng: np.random.Generator, tin
 def test_calibrate_threshold_hand_computed(tiny_net) -> None:
     # class a at 0, 1, 5 (leave-one-out prototypes 3, 2.5, 0.5); b has one example and is skipped.
     emb = torch.tensor([[0.0], [1.0], [5.0], [100.0]])
-    thr = calibrate_threshold(tiny_net, emb, ["a", "a", "a", "b"], ["a", "b"])
+    thr = calibrate_threshold(tiny_net, emb, ["a", "a", "a", "b"])
     assert thr == pytest.approx(max(3.0**2, 2.5**2, 4.5**2))
     with pytest.raises(DataError, match="at least 2 support recordings"):
-        calibrate_threshold(tiny_net, emb[:2], ["a", "b"], ["a", "b"])
+        calibrate_threshold(tiny_net, emb[:2], ["a", "b"])
 
 
 def level_and_brightness_net():
