@@ -64,6 +64,18 @@ class Precision(str, Enum):
     bf16 = "bf16-mixed"
 
 
+class Backbone(str, Enum):
+    conv = "conv"
+    resnet = "resnet"
+    tutorial = "tutorial"
+
+
+class InputNorm(str, Enum):
+    band = "band"
+    clip = "clip"
+    none = "none"
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -329,10 +341,13 @@ def train(
     lr: Annotated[
         float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")
     ] = _TRAIN_DEFAULTS.learning_rate,
-    backbone: Annotated[str, typer.Option("--backbone", help="conv, resnet or tutorial.")] = "conv",
+    backbone: Annotated[
+        Backbone, typer.Option("--backbone", help="The CNN (tutorial: the ISMIR 2022 tutorial's).")
+    ] = Backbone(_MODEL_DEFAULTS.backbone),
     input_norm: Annotated[
-        str, typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none.")
-    ] = _MODEL_DEFAULTS.input_norm,
+        InputNorm,
+        typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none."),
+    ] = InputNorm(_MODEL_DEFAULTS.input_norm),
     accelerator: Annotated[
         Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")
     ] = Accelerator.auto,
@@ -360,8 +375,6 @@ def train(
                 f"--resume {run_dir}: no checkpoints/last.ckpt yet (the run stopped before its first validation); start it again with --force"
             )
     else:
-        if backbone not in ("conv", "resnet", "tutorial"):
-            raise typer.BadParameter(f"{backbone!r} is not one of conv, resnet, tutorial", param_hint="--backbone")
         source = _source(dataset, data_home, data_dir)
         base_split = SplitConfig()
         split = SplitConfig(
@@ -369,10 +382,8 @@ def train(
             test_classes=_classes(test_classes) or base_split.test_classes,
             val_classes=_classes(val_classes) or (),
         )
-        if input_norm not in ("band", "clip", "none"):
-            raise typer.BadParameter(f"{input_norm!r} is not one of band, clip, none", param_hint="--input-norm")
-        model_cfg = ModelConfig(backbone=backbone, input_norm=input_norm)
-        if backbone == "tutorial":
+        model_cfg = ModelConfig(backbone=backbone.value, input_norm=input_norm.value)
+        if backbone is Backbone.tutorial:
             model_cfg = replace(model_cfg, channels=(32, 64, 128, 256, 512))
         config = RunConfig(
             model=model_cfg,
