@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fslcli.config import DEFAULT_TRAIN_CLASSES, AugmentConfig, EpisodeConfig, RunConfig, SplitConfig
 from fslcli.datasets import DataSource
-from fslcli.evaluation import VAL_STREAM, evaluate
+from fslcli.evaluation import VAL_STREAM
 from fslcli.training import fit
 from fslcli.workflows import device_for, prepare
 
@@ -53,32 +53,67 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
             model=replace(m, input_norm="clip"),
             augment=replace(au, eq_db=0.0, max_shift_bins=0),
         ),
+        # Second round: an auxiliary classifier over all training classes, cheaper steps,
+        # regularisation, longer excerpts.
+        "class-0.3": replace(base, train=replace(t, class_loss_weight=0.3)),
+        "class-1": replace(base, train=replace(t, class_loss_weight=1.0)),
+        "class-3": replace(base, train=replace(t, class_loss_weight=3.0)),
+        "queries-10": replace(base, train=replace(t, train_queries=10)),
+        "class-1+queries-10": replace(base, train=replace(t, class_loss_weight=1.0, train_queries=10)),
+        "wd-0.05": replace(base, train=replace(t, weight_decay=0.05)),
+        "lr-3e-3": replace(base, train=replace(t, learning_rate=3e-3)),
+        "no-shift": replace(base, augment=replace(au, max_shift_bins=0)),
+        "excerpt-1.5s": replace(base, audio=replace(a, excerpt_seconds=1.5)),
+        "emb-128": replace(base, model=replace(m, embedding_dim=128)),
     }
+
+
+#: Evaluation-time transforms of the stored embeddings (no retraining): as trained, L2-normalised,
+#: and centred on the training classes' mean embedding then L2-normalised (SimpleShot's CL2N).
+EMBEDDING_TRANSFORMS = ("raw", "l2", "cl2")
+
+
+def transform(emb, center, kind: str):
+    import torch.nn.functional as F
+
+    if kind == "l2":
+        return F.normalize(emb, dim=-1)
+    if kind == "cl2":
+        return F.normalize(emb - center, dim=-1)
+    return emb
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-home", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--precision", default="32")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fsl-explore"))
     ap.add_argument("--out", type=Path, default=Path("explore.json"))
     args = ap.parse_args()
+    from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
+
     train = tuple(c for c in DEFAULT_TRAIN_CLASSES if c not in HELD_OUT)
     base = RunConfig(
         split=SplitConfig(train_classes=train, val_classes=HELD_OUT, test_classes=()),
-        train=replace(RunConfig().train, steps=args.steps, accelerator=args.accelerator, precision=args.precision),
+        train=replace(
+            RunConfig().train, steps=args.steps, seed=args.seed, accelerator=args.accelerator, precision=args.precision
+        ),
     )
     source = DataSource("tinysol-gm", args.data_home)
     results = {}
     wanted = [v for v in args.only.split(",") if v]
+    unknown = set(wanted) - set(variants(base))
+    if unknown:
+        raise SystemExit(f"unknown variants: {sorted(unknown)}")
     for name, cfg in variants(base).items():
         if wanted and name not in wanted:
             continue
         prep = prepare(source, cfg.split, cfg.audio.sample_rate, None)
-        run_dir = args.work_dir / name
+        run_dir = args.work_dir / f"{name}-seed{args.seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "history.jsonl").unlink(missing_ok=True)
         t0 = time.perf_counter()
@@ -86,31 +121,48 @@ def main() -> None:
         secs = time.perf_counter() - t0
         from fslcli.checkpoint import load_model
 
-        net = load_model(res.model_path).net.to(device_for())
-        row = {"train_seconds": round(secs, 1), "best_val_acc_during_training": res.best_val_acc}
-        for shots in (5, 1):
-            r = evaluate(
-                net,
-                prep.cache,
-                prep.pools.val,
-                EpisodeConfig(3, shots, 15),
-                1000,
-                123,
-                cfg.eval_windows,
-                device_for(),
-                stream=VAL_STREAM + 50,
-            )
-            row[f"heldout_3way_{shots}shot"] = round(r.mean_accuracy, 4)
-            row[f"heldout_3way_{shots}shot_ci95"] = round(r.ci95_half_width, 4)
+        device = device_for()
+        net = load_model(res.model_path).net.to(device)
+        row = {"seed": args.seed, "train_seconds": round(secs, 1), "best_val_acc_during_training": res.best_val_acc}
+        train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
+        for windows in (3, 5):
+            center = embed_cached(net, prep.cache, train_ids, windows, device=device).mean(dim=0)
+            for shots in (5, 1):
+                episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
+                ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
+                emb = embed_cached(net, prep.cache, ids, windows, device=device)
+                for kind in EMBEDDING_TRANSFORMS:
+                    e = transform(emb, center, kind)
+                    acc = score_episodes(net, e, {c: k for k, c in enumerate(ids)}, episodes).accuracy
+                    row[f"w{windows}-{kind}-{shots}shot"] = round(float(acc.mean()), 4)
         results[name] = row
         print(f"{name:14s} {row}", flush=True)
         args.out.write_text(json.dumps(results, indent=1))
-    print("\nvariant        5-shot   1-shot   train s")
-    for name, row in results.items():
-        print(
-            f"{name:14s} {row['heldout_3way_5shot']:.4f}  {row['heldout_3way_1shot']:.4f}  {row['train_seconds']:.0f}"
-        )
+
+
+def summarise(paths: list[Path]) -> None:
+    """Mean over seeds of each variant's held-out accuracy, one line per variant and metric set."""
+    import numpy as np
+
+    rows: dict[str, list[dict]] = {}
+    for p in paths:
+        for name, row in json.loads(p.read_text()).items():
+            rows.setdefault(name, []).append(row)
+    keys = [f"w{w}-{k}" for w in (3, 5) for k in EMBEDDING_TRANSFORMS]
+    print(f"{'variant':20s} seeds " + " ".join(f"{k:>13s}" for k in keys) + "  (5-shot/1-shot, mean over seeds)")
+    for name, rs in rows.items():
+        cells = []
+        for k in keys:
+            five = np.mean([r[f"{k}-5shot"] for r in rs])
+            one = np.mean([r[f"{k}-1shot"] for r in rs])
+            cells.append(f"{five:.3f}/{one:.3f}")
+        print(f"{name:20s} {len(rs):5d} " + " ".join(f"{c:>13s}" for c in cells))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "summarise":
+        summarise([Path(p) for p in sys.argv[2:]])
+    else:
+        main()

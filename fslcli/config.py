@@ -120,6 +120,9 @@ class TrainConfig:
     #: Queries per class in training episodes, at most ``EpisodeConfig.queries`` (0, the
     #: default: exactly that). Fewer queries make a step cheaper.
     train_queries: int = 0
+    #: Weight of an auxiliary loss: every clip of a training episode is also classified over
+    #: all training classes by a linear head that is used only during training (0: off).
+    class_loss_weight: float = 0.0
     val_every: int = 100
     val_episodes: int = 300
     accelerator: str = "auto"

@@ -111,8 +111,12 @@ def episode_batch(
     rng: np.random.Generator,
     n_mels: int,
     n_frames: int,
+    class_index: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``."""
+    """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``.
+
+    With ``class_index``, ``labels`` ``(ways * (shots + queries),)`` gives each clip's index in it.
+    """
     ids = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1)])
     if aug is not None and aug.random_crop:
         room = np.maximum(cache.lengths[ids] - excerpt, 0)
@@ -127,6 +131,11 @@ def episode_batch(
         "waves": torch.from_numpy(waves),
         "target": torch.as_tensor(np.repeat(np.arange(episode.ways), episode.query.shape[1]), dtype=torch.long),
     }
+    if class_index is not None:
+        rows = np.asarray([class_index[c] for c in episode.classes], dtype=np.int64)
+        batch["labels"] = torch.from_numpy(
+            np.concatenate([np.repeat(rows, episode.support.shape[1]), np.repeat(rows, episode.query.shape[1])])
+        )
     if aug is not None:
         tm, fm = spec_mask_params(rng, len(ids), n_mels, n_frames, aug)
         batch["time_masks"] = torch.from_numpy(tm)
@@ -177,6 +186,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
     ) -> None:
         self.cache, self.pool, self.cfg, self.excerpt, self.aug = cache, pool, cfg, excerpt, aug
         self.seed, self.rank, self.steps, self.n_mels, self.n_frames = seed, rank, steps, n_mels, n_frames
+        self.class_index = {c: k for k, c in enumerate(pool)}
 
     def __len__(self) -> int:
         return self.steps
@@ -184,7 +194,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = episode_rng(self.seed, i, self.rank, TRAIN_STREAM)
         ep = sample_episode(self.pool, self.cfg, rng)
-        return episode_batch(self.cache, ep, self.excerpt, self.aug, rng, self.n_mels, self.n_frames)
+        return episode_batch(
+            self.cache, ep, self.excerpt, self.aug, rng, self.n_mels, self.n_frames, class_index=self.class_index
+        )
 
 
 class BlockSampler(torch.utils.data.Sampler[int]):
@@ -283,6 +295,13 @@ def _lit_module_class():
             self.train_cfg = train_episode_config(config, len(train_pool))
             self._val_emb: list[torch.Tensor] = []
             self.n_frames = config.audio.excerpt_samples // config.audio.hop_length + 1
+            # Training-only classifier over all training classes (the auxiliary loss); model.pt
+            # holds only self.net.
+            self.class_head: torch.nn.Linear | None = None
+            if config.train.class_loss_weight > 0:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(config.train.seed + 1)
+                    self.class_head = torch.nn.Linear(self.net.dim, len(train_pool))
 
         # data
         def train_dataloader(self):
@@ -321,6 +340,10 @@ def _lit_module_class():
             n_support = self.train_cfg.ways * self.train_cfg.shots
             out = self.net.head_forward(emb[:n_support], emb[n_support:], self.train_cfg.ways)
             loss = F.cross_entropy(out.logits, batch["target"])
+            if self.class_head is not None:
+                class_loss = F.cross_entropy(self.class_head(emb), batch["labels"])
+                self.log("train_class_loss", class_loss, on_step=True, on_epoch=True, batch_size=len(emb))
+                loss = loss + self.config.train.class_loss_weight * class_loss
             acc = (out.logits.argmax(-1) == batch["target"]).float().mean()
             self.last_train_acc = float(acc)
             n = int(batch["target"].shape[0])
