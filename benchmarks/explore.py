@@ -58,7 +58,29 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         "class-0.3": replace(base, train=replace(t, class_loss_weight=0.3)),
         "class-1": replace(base, train=replace(t, class_loss_weight=1.0)),
         "class-3": replace(base, train=replace(t, class_loss_weight=3.0)),
+        "class-10": replace(base, train=replace(t, class_loss_weight=10.0)),
+        # Adam is nearly invariant to the loss scale, so this is close to a plain classifier.
+        "class-100": replace(base, train=replace(t, class_loss_weight=100.0)),
+        "class-3+queries-10": replace(base, train=replace(t, class_loss_weight=3.0, train_queries=10)),
+        "class-3+queries-5": replace(base, train=replace(t, class_loss_weight=3.0, train_queries=5)),
+        "class-10+queries-10": replace(base, train=replace(t, class_loss_weight=10.0, train_queries=10)),
+        "class-3+emb-128": replace(base, train=replace(t, class_loss_weight=3.0), model=replace(m, embedding_dim=128)),
+        "class-3+excerpt-1.5s": replace(
+            base, train=replace(t, class_loss_weight=3.0), audio=replace(a, excerpt_seconds=1.5)
+        ),
         "queries-10": replace(base, train=replace(t, train_queries=10)),
+        # Third round: configurations of about equal CPU cost (steps x clips per step), all with
+        # the auxiliary classifier.
+        "class-3+queries-5+steps-1500": replace(
+            base, train=replace(t, class_loss_weight=3.0, train_queries=5, steps=3 * t.steps // 2)
+        ),
+        "class-3+queries-5+steps-2000": replace(
+            base, train=replace(t, class_loss_weight=3.0, train_queries=5, steps=2 * t.steps)
+        ),
+        "class-3+steps-800": replace(base, train=replace(t, class_loss_weight=3.0, steps=4 * t.steps // 5)),
+        "class-1+queries-5+steps-2000": replace(
+            base, train=replace(t, class_loss_weight=1.0, train_queries=5, steps=2 * t.steps)
+        ),
         "class-1+queries-10": replace(base, train=replace(t, class_loss_weight=1.0, train_queries=10)),
         "wd-0.05": replace(base, train=replace(t, weight_decay=0.05)),
         "lr-3e-3": replace(base, train=replace(t, learning_rate=3e-3)),
@@ -68,9 +90,10 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
     }
 
 
-#: Evaluation-time transforms of the stored embeddings (no retraining): as trained, L2-normalised,
-#: and centred on the training classes' mean embedding then L2-normalised (SimpleShot's CL2N).
-EMBEDDING_TRANSFORMS = ("raw", "l2", "cl2")
+#: Evaluation-time transforms of the backbone's embeddings (no retraining): as the backbone outputs
+#: them, L2-normalised, centred on all training clips' mean embedding then L2-normalised
+#: (SimpleShot's CL2N), and what the model itself does (``ProtoNet.finish``, its embedding_norm).
+EMBEDDING_TRANSFORMS = ("raw", "l2", "cl2", "model")
 
 
 def transform(emb, center, kind: str):
@@ -126,13 +149,13 @@ def main() -> None:
         row = {"seed": args.seed, "train_seconds": round(secs, 1), "best_val_acc_during_training": res.best_val_acc}
         train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
         for windows in (3, 5):
-            center = embed_cached(net, prep.cache, train_ids, windows, device=device).mean(dim=0)
+            center = embed_cached(net, prep.cache, train_ids, windows, device=device, finish=False).mean(dim=0)
             for shots in (5, 1):
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
                 ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
-                emb = embed_cached(net, prep.cache, ids, windows, device=device)
+                emb = embed_cached(net, prep.cache, ids, windows, device=device, finish=False)
                 for kind in EMBEDDING_TRANSFORMS:
-                    e = transform(emb, center, kind)
+                    e = net.finish(emb) if kind == "model" else transform(emb, center, kind)
                     acc = score_episodes(net, e, {c: k for k, c in enumerate(ids)}, episodes).accuracy
                     row[f"w{windows}-{kind}-{shots}shot"] = round(float(acc.mean()), 4)
         results[name] = row
@@ -149,6 +172,7 @@ def summarise(paths: list[Path]) -> None:
         for name, row in json.loads(p.read_text()).items():
             rows.setdefault(name, []).append(row)
     keys = [f"w{w}-{k}" for w in (3, 5) for k in EMBEDDING_TRANSFORMS]
+    keys = [k for k in keys if all(f"{k}-5shot" in r for rs in rows.values() for r in rs)]
     print(f"{'variant':20s} seeds " + " ".join(f"{k:>13s}" for k in keys) + "  (5-shot/1-shot, mean over seeds)")
     for name, rs in rows.items():
         cells = []

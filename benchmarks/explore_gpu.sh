@@ -6,6 +6,8 @@
 # instruments (never the test instruments). Results go to $OUT/explore-*.json and a table.
 set -uo pipefail
 OUT=${OUT:-explore-out}; mkdir -p "$OUT"
+# One JSON and one log per run go here; $OUT gets them merged (explore-all.json) and the table.
+RUNS=${RUNS:-/tmp/explore-runs}; mkdir -p "$RUNS"
 JOBS=${JOBS:-5}
 SEEDS=${SEEDS:-"0 1"}
 VARIANTS=${VARIANTS:-default}
@@ -17,7 +19,7 @@ if [ -d .whl ]; then
 else
   export PYTHONPATH=$PWD
 fi
-export FSL_CACHE_DIR=/tmp/fsl-cache FSL_DATA_ROOT=/tmp/fsl-data OMP_NUM_THREADS=3
+export FSL_CACHE_DIR=/tmp/fsl-cache FSL_DATA_ROOT=/tmp/fsl-data OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -m fslcli download tinysol-gm >/dev/null
 HOME_GM=/tmp/fsl-data/tinysol-gm
@@ -32,6 +34,12 @@ jobs=()
 for seed in $SEEDS; do for v in $VARIANTS; do jobs+=("$seed $v"); done; done
 printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -L 1 sh -c \
   'python3 benchmarks/explore.py --data-home '"$HOME_GM"' --steps '"$STEPS"' --seed "$0" --only "$1" \
-     --accelerator '"${ACCEL:-cuda}"' --precision '"${PRECISION:-bf16-mixed}"' --work-dir /tmp/explore --out '"$OUT"'/explore-"$1"-seed"$0".json \
-     > '"$OUT"'/log-"$1"-seed"$0".txt 2>&1; echo "done $1 seed $0"'
-python3 benchmarks/explore.py summarise "$OUT"/explore-*.json | tee "$OUT/table.txt"
+     --accelerator '"${ACCEL:-cuda}"' --precision '"${PRECISION:-bf16-mixed}"' --work-dir /tmp/explore --out '"$RUNS"'/explore-"$1"-seed"$0".json \
+     > '"$RUNS"'/log-"$1"-seed"$0".txt 2>&1; echo "done $1 seed $0"'
+python3 benchmarks/explore.py summarise "$RUNS"/explore-*.json | tee "$OUT/table.txt"
+python3 - "$RUNS" "$OUT/explore-all.json" <<'PY'
+import json, pathlib, sys
+rows = {p.stem.removeprefix("explore-"): json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("explore-*.json"))}
+pathlib.Path(sys.argv[2]).write_text(json.dumps(rows, indent=1))
+PY
+tail -n 3 "$RUNS"/log-*.txt > "$OUT/logs-tail.txt"

@@ -263,7 +263,7 @@ def child_train(spec: dict[str, Any]) -> None:
     accelerator = preflight(config, prep.pools.train, prep.pools.val)
     rss_opened = _rss_mib()
     t0 = time.perf_counter()
-    val = make_val_data(prep.cache, prep.pools.val, config)
+    val = make_val_data(prep.cache, prep.pools.val, config, prep.pools.train)
     val_build_s = time.perf_counter() - t0
     rss_val = _rss_mib()
 

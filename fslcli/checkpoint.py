@@ -173,7 +173,11 @@ def load_model(path: Path) -> LoadedModel:
         path = path / "model.pt"
     payload = read_payload(path)
     try:
-        config = RunConfig.from_dict(payload["settings"])
+        settings = payload["settings"]
+        if "embedding_norm" not in settings.get("model", {}):
+            # Written before embeddings were normalised: compare them as they were.
+            settings = {**settings, "model": {**settings.get("model", {}), "embedding_norm": "none"}}
+        config = RunConfig.from_dict(settings)
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

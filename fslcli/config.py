@@ -70,6 +70,11 @@ class ModelConfig:
     #: Input normalisation: "band" (each mel band standardised by BatchNorm), "clip"
     #: (each spectrogram standardised on its own: gain-invariant) or "none".
     input_norm: str = "band"
+    #: How embeddings are compared at validation, evaluation and inference: "centered-l2"
+    #: (minus the mean embedding of training clips, then unit length: SimpleShot's CL2N,
+    #: Wang et al. 2019), "l2" (unit length) or "none" (as the backbone outputs them).
+    #: Training episodes always use the backbone's output.
+    embedding_norm: str = "centered-l2"
 
 
 @dataclass(frozen=True)

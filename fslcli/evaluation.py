@@ -41,8 +41,13 @@ def embed_windows(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    finish: bool = True,
 ) -> torch.Tensor:
-    """Mean embedding per item: ``windows`` ``(n_windows, samples)``, ``owners`` ``(n_windows,)`` -> ``(n_items, dim)``."""
+    """Embedding per item: ``windows`` ``(n_windows, samples)``, ``owners`` ``(n_windows,)`` -> ``(n_items, dim)``.
+
+    An item's embedding is the mean over its windows, then :meth:`ProtoNet.finish` (the
+    space the model compares in); ``finish=False`` returns the plain means.
+    """
     net.eval()
     out = torch.zeros(n_items, net.dim, dtype=torch.float32)
     counts = torch.zeros(n_items, 1, dtype=torch.float32)
@@ -54,7 +59,8 @@ def embed_windows(
         counts.index_add_(0, own[s : s + batch_size], torch.ones(len(emb), 1))
         if progress is not None:
             progress(min(s + batch_size, len(windows)), len(windows))
-    return out / counts.clamp(min=1)
+    out = out / counts.clamp(min=1)
+    return net.finish(out) if finish else out
 
 
 def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +83,12 @@ def embed_cached(
     device: torch.device | str = "cpu",
     batch_size: int = 128,
     progress: Callable[[int, int], None] | None = None,
+    finish: bool = True,
 ) -> torch.Tensor:
-    """Embeddings ``(len(ids), dim)`` of cached clips, each the mean over its fixed windows."""
+    """Embeddings ``(len(ids), dim)`` of cached clips, each the mean over its fixed windows
+    (see :func:`embed_windows`)."""
     wins, owners = clip_windows(cache, ids, net.audio.excerpt_samples, n_windows)
-    return embed_windows(net, wins, owners, len(ids), batch_size, device, progress)
+    return embed_windows(net, wins, owners, len(ids), batch_size, device, progress, finish)
 
 
 @dataclass(frozen=True)

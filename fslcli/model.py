@@ -20,6 +20,7 @@ from fslcli.config import AudioConfig, ModelConfig
 BACKBONES: tuple[str, ...] = ("conv", "resnet", "tutorial")
 DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
 INPUT_NORMS: tuple[str, ...] = ("band", "clip", "none")
+EMBEDDING_NORMS: tuple[str, ...] = ("centered-l2", "l2", "none")
 
 #: Added to mel power before the log, so silence gives a finite floor rather than -inf.
 LOG_FLOOR = 1e-6
@@ -158,6 +159,8 @@ class ProtoNet(nn.Module):
             raise ValueError(f"distance {model.distance!r}: choose one of {DISTANCES}")
         if model.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm {model.input_norm!r}: choose one of {INPUT_NORMS}")
+        if model.embedding_norm not in EMBEDDING_NORMS:
+            raise ValueError(f"embedding_norm {model.embedding_norm!r}: choose one of {EMBEDDING_NORMS}")
         self.audio = audio
         self.config = model
         self.logmel = LogMel(audio)
@@ -184,6 +187,11 @@ class ProtoNet(nn.Module):
             self.head = nn.Linear(2 * cin, model.embedding_dim)
             self.dim = model.embedding_dim
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
+        if model.embedding_norm == "centered-l2":
+            # Mean embedding of training clips, set by training (``set_center``); saved with the model.
+            self.register_buffer("center", torch.zeros(self.dim))
+        else:
+            self.center = None
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> normalised input ``(batch, 1, n_mels, frames)``."""
@@ -207,8 +215,23 @@ class ProtoNet(nn.Module):
         return self.head(pooled)
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` -> ``(batch, dim)``."""
+        """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`)."""
         return self.encode(self.features(waves))
+
+    def finish(self, emb: torch.Tensor) -> torch.Tensor:
+        """The comparison space: ``(..., dim)`` backbone embeddings (one per clip, after averaging
+        its windows) -> ``(..., dim)`` as ``embedding_norm`` says."""
+        if self.config.embedding_norm == "none":
+            return emb
+        if self.center is not None:
+            emb = emb - self.center.to(emb)
+        return F.normalize(emb, dim=-1)
+
+    @torch.no_grad()
+    def set_center(self, emb: torch.Tensor) -> None:
+        """Centre future embeddings on the mean of ``emb`` ``(n, dim)`` (training clips)."""
+        if self.center is not None:
+            self.center.copy_(emb.mean(dim=0).to(self.center))
 
     def logits(self, query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         """``(..., n_query, dim)``, ``(..., ways, dim)`` -> ``(..., n_query, ways)``."""
@@ -223,5 +246,5 @@ class ProtoNet(nn.Module):
 
     def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> ProtoOutput:
         """Support waves ``(ways * shots, samples)`` class-major, query waves ``(n_query, samples)``."""
-        emb = self.embed(torch.cat([support, query], dim=0))
+        emb = self.finish(self.embed(torch.cat([support, query], dim=0)))
         return self.head_forward(emb[: support.shape[0]], emb[support.shape[0] :], ways)

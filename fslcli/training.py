@@ -229,32 +229,50 @@ def build_net(config: RunConfig, seed: int) -> ProtoNet:
 
 @dataclass(frozen=True)
 class ValData:
-    """Fixed validation windows and episodes (the same at every validation)."""
+    """Fixed validation windows and episodes (the same at every validation).
+
+    ``windows`` ``(n, samples)`` hold the validation clips' windows, then the windows of the
+    training clips whose mean embedding centres the embeddings (none unless
+    ``embedding_norm`` is "centered-l2"); ``owners`` ``(n,)`` gives each window's clip:
+    ``0..len(ids)-1`` for validation clips, ``len(ids)..`` for the centre clips.
+    """
 
     windows: np.ndarray
     owners: np.ndarray
     ids: list[int]
     episodes: list[Episode]
+    n_center: int = 0
 
 
 #: Validation draws from at most this many held-out clips per class (a seeded subset), so its
 #: memory and time do not grow with the dataset.
 MAX_VAL_CLIPS_PER_CLASS = 30
+#: The embedding centre is the mean over at most this many training clips per class (a seeded subset).
+MAX_CENTER_CLIPS_PER_CLASS = 20
 
 
-def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig) -> ValData:
+def _subset(pool: Pool, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """At most ``n`` clips per class, drawn with ``rng``, in index order."""
+    return {c: np.sort(rng.choice(ids, size=n, replace=False)) if len(ids) > n else ids for c, ids in pool.items()}
+
+
+def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig, train_pool: Pool | None = None) -> ValData:
+    """Validation episodes over (a capped subset of) ``pool``, and, where embeddings are
+    centred, the windows of the ``train_pool`` clips that set the centre."""
     rng = episode_rng(config.train.seed, 0, 0, VAL_STREAM + 100)
-    pool = {
-        c: np.sort(rng.choice(ids, size=MAX_VAL_CLIPS_PER_CLASS, replace=False))
-        if len(ids) > MAX_VAL_CLIPS_PER_CLASS
-        else ids
-        for c, ids in pool.items()
-    }
+    pool = _subset(pool, MAX_VAL_CLIPS_PER_CLASS, rng)
     cfg = val_episode_config(pool, config.episode)
     episodes = draw_episodes(pool, cfg, config.train.val_episodes, config.train.seed, VAL_STREAM)
     ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
-    wins, owners = clip_windows(cache, ids, config.audio.excerpt_samples, config.eval_windows)
-    return ValData(wins, owners, ids, episodes)
+    excerpt = config.audio.excerpt_samples
+    wins, owners = clip_windows(cache, ids, excerpt, config.eval_windows)
+    if config.model.embedding_norm != "centered-l2" or not train_pool:
+        return ValData(wins, owners, ids, episodes)
+    center_ids = sorted(int(i) for v in _subset(train_pool, MAX_CENTER_CLIPS_PER_CLASS, rng).values() for i in v)
+    c_wins, c_owners = clip_windows(cache, center_ids, excerpt, config.eval_windows)
+    return ValData(
+        np.concatenate([wins, c_wins]), np.concatenate([owners, c_owners + len(ids)]), ids, episodes, len(center_ids)
+    )
 
 
 def train_episode_config(config: RunConfig, n_classes: int) -> EpisodeConfig:
@@ -364,9 +382,14 @@ def _lit_module_class():
                 return
             emb_w = torch.cat(self._val_emb)
             own = torch.from_numpy(self.val.owners)
-            n = len(self.val.ids)
+            n_val = len(self.val.ids)
+            n = n_val + self.val.n_center
             emb = torch.zeros(n, emb_w.shape[1]).index_add_(0, own, emb_w)
             emb = emb / torch.bincount(own, minlength=n).clamp(min=1).unsqueeze(1).float()
+            if self.val.n_center:
+                # Saved with this validation's checkpoint, so model.pt centres as validation did.
+                self.net.set_center(emb[n_val:].to(self.device))
+            emb = self.net.finish(emb[:n_val].to(self.device))
             pos = {c: k for k, c in enumerate(self.val.ids)}
             with torch.no_grad():
                 scores = score_episodes(self.net, emb.to(self.device), pos, self.val.episodes)
@@ -519,7 +542,7 @@ def fit(
 
     tc = config.train
     accelerator = preflight(config, train_pool, val_pool)
-    val = make_val_data(cache, val_pool, config)
+    val = make_val_data(cache, val_pool, config, train_pool)
     lit = _lit_module_class()(config, cache, train_pool, val)
     ckpt_dir = run_dir / "checkpoints"
     # save_on_train_epoch_end=False: saved at validation end, Lightning resumes the block as ended once.
