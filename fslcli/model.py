@@ -113,19 +113,24 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return self.pool(F.relu(y + self.short(x)))
+        # Pooling before the ReLU gives the same result (ReLU is monotone) on a quarter of the values.
+        return F.relu(self.pool(y + self.short(x)))
 
 
 class BNBlock(nn.Module):
-    """3x3 convolution, BatchNorm, ReLU, 2x2 max-pool."""
+    """3x3 convolution, BatchNorm, ReLU, 2x2 max-pool.
+
+    The max-pool runs before the ReLU: the same result (ReLU is monotone, so it commutes with
+    max), with the ReLU and its gradient on a quarter of the values.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout),
-            nn.ReLU(),
             nn.MaxPool2d(2, ceil_mode=True),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,15 +138,16 @@ class BNBlock(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """The tutorial's block: 3x3 convolution, GroupNorm, ReLU, 2x2 max-pool."""
+    """The tutorial's block: 3x3 convolution, GroupNorm, ReLU, 2x2 max-pool (computed, as in
+    :class:`BNBlock`, with the pool before the ReLU: the same function, cheaper)."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(cin, cout, 3, padding=1),
             nn.GroupNorm(min(8, cout), cout),
-            nn.ReLU(),
             nn.MaxPool2d(2, ceil_mode=True),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,6 +193,8 @@ class ProtoNet(nn.Module):
             self.head = nn.Linear(2 * cin, model.embedding_dim)
             self.dim = model.embedding_dim
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
+        # Channels-last convolutions and pooling run about 1.5x faster on CPUs (oneDNN) and suit GPUs.
+        self.body.to(memory_format=torch.channels_last)
         if model.embedding_norm == "centered-l2":
             # Mean embedding of training clips, set by training (``set_center``); saved with the model.
             self.register_buffer("center", torch.zeros(self.dim))
@@ -208,7 +216,7 @@ class ProtoNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, 1, n_mels, frames)`` -> embeddings ``(batch, dim)``."""
-        h = self.body(x)
+        h = self.body(x.contiguous(memory_format=torch.channels_last))
         if self.config.backbone == "tutorial":
             return h.mean(dim=(2, 3))
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
