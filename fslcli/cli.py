@@ -76,6 +76,12 @@ class InputNorm(str, Enum):
     none = "none"
 
 
+class EmbeddingNorm(str, Enum):
+    centered_l2 = "centered-l2"
+    l2 = "l2"
+    none = "none"
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -348,6 +354,21 @@ def train(
         InputNorm,
         typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none."),
     ] = InputNorm(_MODEL_DEFAULTS.input_norm),
+    embedding_norm: Annotated[
+        EmbeddingNorm,
+        typer.Option(
+            "--embedding-norm",
+            help="How embeddings are compared: centered-l2 (minus the training clips' mean, unit length), l2 or none.",
+        ),
+    ] = EmbeddingNorm(_MODEL_DEFAULTS.embedding_norm),
+    class_loss_weight: Annotated[
+        float,
+        typer.Option(
+            "--class-loss-weight",
+            min=0.0,
+            help="Weight of an auxiliary loss classifying every clip over all training classes (0: off).",
+        ),
+    ] = _TRAIN_DEFAULTS.class_loss_weight,
     accelerator: Annotated[
         Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")
     ] = Accelerator.auto,
@@ -382,7 +403,9 @@ def train(
             test_classes=_classes(test_classes) or base_split.test_classes,
             val_classes=_classes(val_classes) or (),
         )
-        model_cfg = ModelConfig(backbone=backbone.value, input_norm=input_norm.value)
+        model_cfg = ModelConfig(
+            backbone=backbone.value, input_norm=input_norm.value, embedding_norm=embedding_norm.value
+        )
         if backbone is Backbone.tutorial:
             model_cfg = replace(model_cfg, channels=(32, 64, 128, 256, 512))
         config = RunConfig(
@@ -394,6 +417,7 @@ def train(
                 learning_rate=lr,
                 train_ways=train_ways,
                 train_queries=train_queries,
+                class_loss_weight=class_loss_weight,
                 val_every=min(val_every, steps),
                 val_episodes=val_episodes,
                 accelerator=accelerator.value,
