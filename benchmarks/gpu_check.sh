@@ -12,7 +12,7 @@ if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 else
-  export PYTHONPATH=$PWD
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 fi
 export FSL_CACHE_DIR=${FSL_CACHE_DIR:-/tmp/fsl-cache} FSL_DATA_ROOT=${FSL_DATA_ROOT:-/tmp/fsl-data}
 fsl() { python3 -m fslcli "$@"; }

@@ -120,7 +120,51 @@ def test_clip_norm_is_gain_invariant(rng: np.random.Generator) -> None:
     assert torch.allclose(a, b, atol=1e-3)
 
 
-@pytest.mark.parametrize(("field", "value"), [("backbone", "vgg"), ("distance", "manhattan"), ("input_norm", "layer")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("backbone", "vgg"), ("distance", "manhattan"), ("input_norm", "layer"), ("embedding_norm", "l1")],
+)
 def test_unknown_options_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=value):
         ProtoNet(AUDIO, ModelConfig(**{field: value}))
+
+
+@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
+def test_pool_before_relu_is_the_textbook_block(rng: np.random.Generator, backbone: str) -> None:
+    # The blocks pool before the ReLU for speed; the textbook order (ReLU, then pool) must give
+    # the same numbers, so the change is an optimisation and not a different model.
+    from torch import nn
+
+    from fslcli.model import BNBlock, ConvBlock, ResBlock
+
+    torch.manual_seed(0)
+    x = torch.from_numpy(rng.standard_normal((3, 2, 9, 13)).astype(np.float32))
+    if backbone == "resnet":
+        block = ResBlock(2, 4).eval()
+        y = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+        textbook = block.pool(torch.relu(y + block.short(x)))
+    else:
+        block = (BNBlock if backbone == "conv" else ConvBlock)(2, 4).eval()
+        conv, norm = block.net[0], block.net[1]
+        textbook = nn.MaxPool2d(2, ceil_mode=True)(torch.relu(norm(conv(x))))
+    assert torch.equal(block(x), textbook)
+
+
+def test_centered_l2_embeddings_are_unit_length_around_the_center(rng: np.random.Generator) -> None:
+    net = tiny(embedding_norm="centered-l2")
+    emb = torch.from_numpy(rng.standard_normal((6, net.dim)).astype(np.float32)) + 5.0
+    net.set_center(emb)
+    assert torch.allclose(net.center, emb.mean(0))
+    out = net.finish(emb)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(6), atol=1e-6)
+    assert torch.allclose(out, torch.nn.functional.normalize(emb - emb.mean(0), dim=-1))
+    # the centre is part of the saved state, so a model file reproduces it
+    assert "center" in net.state_dict()
+
+
+def test_l2_and_none_embedding_norms(rng: np.random.Generator) -> None:
+    emb = torch.from_numpy(rng.standard_normal((4, 16)).astype(np.float32)) * 3
+    l2 = tiny(embedding_norm="l2")
+    assert torch.allclose(l2.finish(emb).norm(dim=-1), torch.ones(4), atol=1e-6)
+    assert "center" not in l2.state_dict()
+    assert torch.equal(tiny(embedding_norm="none").finish(emb), emb)

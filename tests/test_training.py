@@ -203,6 +203,69 @@ def test_same_seed_twice_gives_identical_weights(trained_model: Path, gm_home: P
     states_equal(a, b)
 
 
+def test_model_file_keeps_the_training_clips_mean_embedding(trained_model: Path, gm_home: Path) -> None:
+    # embedding_norm "centered-l2" (the default): the centre saved in model.pt is the mean
+    # embedding of a fixed subset of training clips, computed by the saved weights.
+    from fslcli.datasets import DataSource
+    from fslcli.evaluation import embed_windows
+    from fslcli.workflows import prepare
+
+    loaded = load_model(trained_model)
+    config = loaded.config
+    assert config.model.embedding_norm == "centered-l2"
+    prep = prepare(DataSource("tinysol-gm", gm_home), config.split, config.audio.sample_rate, None)
+    val = training.make_val_data(prep.cache, prep.pools.val, config, prep.pools.train)
+    n_val = len(val.ids)
+    assert val.n_center == sum(min(len(v), training.MAX_CENTER_CLIPS_PER_CLASS) for v in prep.pools.train.values())
+    keep = val.owners >= n_val
+    per_clip = embed_windows(loaded.net, val.windows[keep], val.owners[keep] - n_val, val.n_center, finish=False)
+    assert torch.allclose(loaded.net.center, per_clip.mean(0), atol=1e-4)
+    assert loaded.net.center.abs().sum() > 0
+
+
+def test_model_files_from_before_embedding_norm_load_unnormalised(trained_model: Path, tmp_path: Path) -> None:
+    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
+    del payload["settings"]["model"]["embedding_norm"]
+    del payload["state_dict"]["center"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    loaded = load_model(old)
+    assert loaded.config.model.embedding_norm == "none"
+    emb = torch.randn(3, loaded.net.dim)
+    assert torch.equal(loaded.net.finish(emb), emb)
+
+
+def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
+    trained_model: Path, gm_home: Path, tmp_path: Path
+) -> None:
+    args = [*tiny_train_args(gm_home, tmp_path / "aux"), "--class-loss-weight", "1.0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    plain = torch.load(trained_model, weights_only=True)
+    aux = torch.load(tmp_path / "aux" / "model.pt", weights_only=True)
+    assert aux["settings"]["train"]["class_loss_weight"] == 1.0
+    assert aux["state_dict"].keys() == plain["state_dict"].keys()  # the training-only head is not saved
+    # the same seed and episodes, a different loss: different weights and a higher training loss
+    assert not torch.equal(aux["state_dict"]["head.weight"], plain["state_dict"]["head.weight"])
+    assert history(tmp_path / "aux")[0]["train_loss"] > history(trained_model.parent)[0]["train_loss"]
+    ckpt = torch.load(tmp_path / "aux" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("class_head.") for k in ckpt["state_dict"])  # resumable with its head
+
+
+def test_episode_batch_labels_name_each_clip_class(folder_cache) -> None:
+    from fslcli.episodes import sample_episode
+    from fslcli.training import episode_batch
+
+    labels = folder_cache.labels()
+    pool = make_pool(labels)
+    index = {c: k for k, c in enumerate(pool)}
+    ep = sample_episode(pool, EpisodeConfig(3, 2, 1), np.random.default_rng(0))
+    batch = episode_batch(folder_cache, ep, 800, None, np.random.default_rng(0), 32, 4, class_index=index)
+    ids = np.concatenate([ep.support.reshape(-1), ep.query.reshape(-1)])
+    assert batch["labels"].tolist() == [index[labels[i]] for i in ids]
+    assert sorted(set(batch["labels"].tolist())) == sorted(index[c] for c in ep.classes)
+
+
 def _interrupt_after(step: int):
     """A replacement for training._callbacks that adds Ctrl-C once ``step`` steps are done."""
     real = training._callbacks
