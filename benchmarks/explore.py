@@ -163,6 +163,78 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1))
 
 
+def support_centred_accuracy(emb, position: dict[int, int], episodes) -> float:
+    """Mean accuracy when each episode centres its embeddings on its own support mean
+    (inductive: only the labelled support set), then L2-normalises them."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from fslcli.model import prototypes, squared_euclidean
+
+    ways, queries = episodes[0].support.shape[0], episodes[0].query.shape[1]
+    sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
+    qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
+    s, q = emb[sup], emb[qry]  # (E, ways * shots, dim), (E, ways * queries, dim)
+    c = s.mean(dim=1, keepdim=True)
+    s, q = F.normalize(s - c, dim=-1), F.normalize(q - c, dim=-1)
+    pred = (-squared_euclidean(q, prototypes(s, ways))).argmax(-1).numpy()
+    return float((pred == np.repeat(np.arange(ways), queries)[None, :]).mean())
+
+
+def rescore(run_dirs: list[Path], data_home: Path) -> None:
+    """Score trained study runs under more evaluation-time options (windows per clip, and
+    centring on the training mean or on each episode's support mean); paired comparisons."""
+    import torch
+
+    from fslcli.checkpoint import load_model
+    from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
+
+    source = DataSource("tinysol-gm", data_home)
+    table: dict[str, dict[str, float]] = {}
+    # Per (windows, shots): each run's centred, unit-length embeddings, for the ensemble row.
+    members: dict[tuple[int, int], list] = {}
+    for run in run_dirs:
+        loaded = load_model(run / "model.pt")
+        net, cfg = loaded.net, loaded.config
+        prep = prepare(source, cfg.split, cfg.audio.sample_rate, None)
+        train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
+        row: dict[str, float] = {}
+        for windows in (1, 2, 3, 5):
+            center = embed_cached(net, prep.cache, train_ids, windows, finish=False).mean(dim=0)
+            for shots in (5, 1):
+                episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
+                ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
+                pos = {c: k for k, c in enumerate(ids)}
+                emb = embed_cached(net, prep.cache, ids, windows, finish=False)
+                for kind in ("raw", "cl2"):
+                    acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()
+                    row[f"w{windows}-{kind}-{shots}shot"] = round(float(acc), 4)
+                row[f"w{windows}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
+                members.setdefault((windows, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
+        table[run.name] = row
+        print(run.name, json.dumps(row), flush=True)
+    if len(run_dirs) > 1:
+        # Concatenated unit-length embeddings: squared distances are the sum of the members'.
+        row = {}
+        for (windows, shots), parts in members.items():
+            emb = torch.cat([p[0] for p in parts], dim=1)
+            _, pos, episodes, net = parts[0]
+            row[f"w{windows}-cl2-{shots}shot"] = round(
+                float(score_episodes(net, emb, pos, episodes).accuracy.mean()), 4
+            )
+        table["ensemble"] = row
+        print("ensemble", json.dumps(row), flush=True)
+    keys = sorted({k.rsplit("-", 1)[0] for r in table.values() for k in r}, key=lambda k: (k[1], k))
+    print(f"{'option':18s} " + " ".join(f"{n[:22]:>22s}" for n in table) + "   mean of single runs (5-shot/1-shot)")
+    singles = [r for name, r in table.items() if name != "ensemble"]
+    for k in keys:
+        cells = [f"{r[k + '-5shot']:.3f}/{r[k + '-1shot']:.3f}" if k + "-5shot" in r else "" for r in table.values()]
+        five = sum(r[k + "-5shot"] for r in singles) / len(singles)
+        one = sum(r[k + "-1shot"] for r in singles) / len(singles)
+        print(f"{k:18s} " + " ".join(f"{c:>22s}" for c in cells) + f"   {five:.3f}/{one:.3f}")
+
+
 def summarise(paths: list[Path]) -> None:
     """Mean over seeds of each variant's held-out accuracy, one line per variant and metric set."""
     import numpy as np
@@ -188,5 +260,8 @@ if __name__ == "__main__":
 
     if len(sys.argv) > 1 and sys.argv[1] == "summarise":
         summarise([Path(p) for p in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "rescore":
+        # rescore DATA_HOME RUN_DIR...
+        rescore([Path(p) for p in sys.argv[3:]], Path(sys.argv[2]))
     else:
         main()

@@ -574,6 +574,14 @@ def eval_cmd(
         str | None,
         typer.Option("--test-classes", help="Comma-separated classes to test on (default: the model's test classes)."),
     ] = None,
+    windows: Annotated[
+        int | None,
+        typer.Option(
+            "--windows",
+            min=1,
+            help="Excerpts per clip, the first at its onset, averaged (default: the model's setting, 1 for new models).",
+        ),
+    ] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
@@ -593,6 +601,7 @@ def eval_cmd(
     cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
     device = device_for()
     net = loaded.net.to(device)
+    n_windows = windows or loaded.config.eval_windows
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
         _warn_skipped(prep.skipped)
@@ -603,11 +612,11 @@ def eval_cmd(
             cfg,
             episodes,
             seed,
-            loaded.config.eval_windows,
+            n_windows,
             device,
             progress=lambda d, t: bar("Embedding test clips", d, t),
         )
-    summary = eval_summary(result, cfg, seed, loaded, source, loaded.config.eval_windows)
+    summary = eval_summary(result, cfg, seed, loaded, source, n_windows)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")

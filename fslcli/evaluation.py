@@ -23,13 +23,37 @@ from fslcli.model import ProtoNet, prototypes
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
 
 
-def window_starts(n_samples: int, excerpt: int, n_windows: int) -> list[int]:
-    """Start samples of up to ``n_windows`` evenly spaced excerpts covering a clip."""
+#: Onset detection: frames of this many samples, and the first frame within this many dB of
+#: the loudest frame is where a clip's sound starts.
+ONSET_FRAME = 256
+ONSET_FLOOR_DB = 40.0
+
+
+def onset_sample(wave: np.ndarray, frame: int = ONSET_FRAME, floor_db: float = ONSET_FLOOR_DB) -> int:
+    """First sample of the first ``frame``-long block whose RMS is within ``floor_db`` of the
+    loudest block's: where the note starts, past any leading silence or noise. 0 for silence."""
+    n = len(wave) // frame
+    if n == 0:
+        return 0
+    rms = np.sqrt(np.square(wave[: n * frame].reshape(n, frame), dtype=np.float64).mean(axis=1))
+    peak = float(rms.max())
+    if peak <= 0.0:
+        return 0
+    return int(np.argmax(rms >= peak * 10.0 ** (-floor_db / 20.0))) * frame
+
+
+def window_starts(n_samples: int, excerpt: int, n_windows: int, onset: int = 0) -> list[int]:
+    """Start samples of up to ``n_windows`` evenly spaced excerpts covering a clip from ``onset``.
+
+    One window starts at the onset; more spread evenly to the clip's end, no closer than a
+    quarter excerpt. An onset too late for a whole excerpt moves back to fit one.
+    """
+    onset = max(0, min(onset, n_samples - excerpt))
     if n_samples <= excerpt or n_windows <= 1:
-        return [0]
-    span = n_samples - excerpt
+        return [onset]
+    span = n_samples - excerpt - onset
     n = min(n_windows, 1 + span // max(1, excerpt // 4))
-    return sorted({int(round(k * span / (n - 1))) for k in range(n)}) if n > 1 else [0]
+    return sorted({onset + int(round(k * span / (n - 1))) for k in range(n)}) if n > 1 else [onset]
 
 
 @torch.no_grad()
@@ -64,10 +88,13 @@ def embed_windows(
 
 
 def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed evaluation windows of cached clips: ``(n_windows_total, excerpt)`` and their owner positions."""
+    """Fixed evaluation windows of cached clips, from each clip's onset (:func:`onset_sample`):
+    ``(n_windows_total, excerpt)`` and their owner positions."""
     clip_ids, starts, owners = [], [], []
     for pos, i in enumerate(ids):
-        for start in window_starts(int(cache.lengths[i]), excerpt, n_windows):
+        n = int(cache.lengths[i])
+        onset = onset_sample(cache.excerpt(int(i), 0, n)) if n > excerpt else 0
+        for start in window_starts(n, excerpt, n_windows, onset):
             clip_ids.append(int(i))
             starts.append(start)
             owners.append(pos)

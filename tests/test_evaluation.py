@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import make_tiny_net
 
@@ -18,6 +20,7 @@ from fslcli.evaluation import (
     clip_windows,
     draw_episodes,
     evaluate,
+    onset_sample,
     score_episodes,
     summarise,
     window_starts,
@@ -106,6 +109,41 @@ def test_window_starts(n: int, excerpt: int, windows: int, expected: list[int]) 
     starts = window_starts(n, excerpt, windows)
     assert starts == expected
     assert all(0 <= s <= max(0, n - excerpt) for s in starts)
+
+
+@pytest.mark.parametrize(
+    ("n", "excerpt", "windows", "onset", "expected"),
+    [
+        (3000, 1000, 1, 500, [500]),  # the one window starts at the onset
+        (3000, 1000, 3, 1000, [1000, 1500, 2000]),  # spread from the onset to the end
+        (3000, 1000, 1, 2500, [2000]),  # too late for a whole excerpt: moved back to fit
+        (800, 1000, 3, 300, [0]),  # shorter than an excerpt
+    ],
+)
+def test_window_starts_from_an_onset(n: int, excerpt: int, windows: int, onset: int, expected: list[int]) -> None:
+    assert window_starts(n, excerpt, windows, onset) == expected
+
+
+def test_onset_skips_leading_silence_and_noise(rng: np.random.Generator) -> None:
+    note = np.sin(np.arange(8000) * 0.1).astype(np.float32)
+    quiet = 1e-3 * rng.standard_normal(3000).astype(np.float32)  # 60 dB below the note
+    assert onset_sample(np.concatenate([np.zeros(2560, np.float32), note])) == 2560
+    assert onset_sample(np.concatenate([quiet[:2560], note])) == 2560
+    assert onset_sample(note) == 0
+    assert onset_sample(np.zeros(5000, np.float32)) == 0
+    assert onset_sample(np.ones(100, np.float32)) == 0  # shorter than a frame
+
+
+def test_clip_windows_start_at_the_onset(tmp_path: Path) -> None:
+    from fslcli.datasets.folder import read_folder
+    from fslcli.features import open_cache
+
+    silence, note = np.zeros(8000, np.float32), 0.5 * np.sin(np.arange(32000) * 0.05).astype(np.float32)
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    sf.write(tmp_path / "d" / "a" / "late.wav", np.concatenate([silence, note]), 16000, subtype="FLOAT")
+    cache, _ = open_cache(read_folder(tmp_path / "d").clips, 16000, tmp_path / "cache")
+    wins, _ = clip_windows(cache, [0], 16000, 1)
+    np.testing.assert_array_equal(wins[0], cache.excerpt(0, 7936, 16000))  # the 256-sample frame the note starts in
 
 
 def test_clip_windows_shapes(folder_cache) -> None:
