@@ -27,6 +27,8 @@ TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
 #: the loudest frame is where a clip's sound starts.
 ONSET_FRAME = 256
 ONSET_FLOOR_DB = 40.0
+#: The onset is looked for in a clip's first this many seconds (long recordings stay cheap).
+ONSET_SEARCH_SECONDS = 30.0
 
 
 def onset_sample(wave: np.ndarray, frame: int = ONSET_FRAME, floor_db: float = ONSET_FLOOR_DB) -> int:
@@ -93,7 +95,8 @@ def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: 
     clip_ids, starts, owners = [], [], []
     for pos, i in enumerate(ids):
         n = int(cache.lengths[i])
-        onset = onset_sample(cache.excerpt(int(i), 0, n)) if n > excerpt else 0
+        head = min(n, int(ONSET_SEARCH_SECONDS * cache.sample_rate))
+        onset = onset_sample(cache.excerpt(int(i), 0, head)) if n > excerpt else 0
         for start in window_starts(n, excerpt, n_windows, onset):
             clip_ids.append(int(i))
             starts.append(start)
