@@ -643,6 +643,18 @@ def eval_cmd(
     err.print(f"{result.clips_embedded} clips embedded once; {time.perf_counter() - t0:.1f} s in all")
 
 
+#: ``--windows`` of embed and predict: how a recording becomes one embedding.
+FileWindowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--windows",
+        min=1,
+        help="Embed each file from N windows starting at its onset, as `fsl eval` does (suits single notes). "
+        "Default: the mean over sliding windows across the whole file (suits longer recordings).",
+    ),
+]
+
+
 # embed --------------------------------------------------------------------------------
 @app.command()
 @handle_errors
@@ -652,6 +664,7 @@ def embed(
     out_path: Annotated[Path, typer.Option("--out", help="Output: .npz, .csv or .parquet (by suffix).")] = Path(
         "embeddings.npz"
     ),
+    windows: FileWindowsOpt = None,
 ) -> None:
     """One embedding per recording, with its path and label (the parent folder's name)."""
     from fslcli.checkpoint import load_model
@@ -665,7 +678,13 @@ def embed(
     files = collect_audio(inputs)
     device = device_for()
     with progress_bar() as bar:
-        emb = embed_files(loaded.net.to(device), files, device=device, progress=lambda d, t: bar("Embedding", d, t))
+        emb = embed_files(
+            loaded.net.to(device),
+            files,
+            device=device,
+            progress=lambda d, t: bar("Embedding", d, t),
+            windows=windows,
+        )
     _warn_skipped([(str(p), r) for p, r in emb.skipped])
     labels = [p.parent.name for p in emb.paths]
     write_embeddings(out_path, emb.embeddings, [str(p) for p in emb.paths], labels)
@@ -686,6 +705,7 @@ def predict(
     reject: Annotated[
         bool, typer.Option("--reject", help="Report queries far from every prototype as 'unknown'.")
     ] = False,
+    windows: FileWindowsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify recordings against classes given by a few examples each."""
@@ -704,6 +724,7 @@ def predict(
             reject=reject,
             device=device,
             progress=lambda d, t: bar("Embedding", d, t),
+            windows=windows,
         )
     _warn_skipped([(str(p), r) for p, r in res.skipped])
     labelled = [p for p in res.predictions if p.true_class is not None]

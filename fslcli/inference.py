@@ -1,7 +1,9 @@
 """Embeddings and predictions for your own recordings.
 
 Recordings of any length: longer than the model's excerpt, they are embedded over
-sliding windows (half-excerpt hop) and averaged; shorter ones are zero-padded.
+sliding windows (half-excerpt hop) and averaged; shorter ones are zero-padded. With
+``windows=N``, a recording is embedded as ``fsl eval`` embeds a clip instead: from N
+windows, the first at its onset (suits single notes).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from fslcli.datasets.base import AUDIO_EXTENSIONS
 from fslcli.errors import DataError
-from fslcli.evaluation import embed_windows
+from fslcli.evaluation import ONSET_SEARCH_SECONDS, embed_windows, onset_sample, window_starts
 from fslcli.features import DecodeError, decode_audio
 from fslcli.model import ProtoNet
 
@@ -61,6 +63,17 @@ def sliding_windows(audio: np.ndarray, excerpt: int, max_windows: int = MAX_WIND
     return np.stack([audio[s : s + excerpt] for s in starts]).astype(np.float32)
 
 
+def onset_windows(audio: np.ndarray, excerpt: int, n_windows: int, sample_rate: int) -> np.ndarray:
+    """``(k, excerpt)`` windows as ``fsl eval`` takes them (k <= ``n_windows``): the first at the
+    onset, the rest spread to the end; short audio is zero-padded."""
+    n = len(audio)
+    if n <= excerpt:
+        return sliding_windows(audio, excerpt)
+    onset = onset_sample(audio[: int(ONSET_SEARCH_SECONDS * sample_rate)])
+    starts = window_starts(n, excerpt, n_windows, onset)
+    return np.stack([audio[s : s + excerpt] for s in starts]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Embedded:
     """Embeddings ``(n, dim)`` of the files that decoded, and those skipped with reasons."""
@@ -76,8 +89,10 @@ def embed_files(
     device: torch.device | str = "cpu",
     batch_size: int = 128,
     progress: Callable[[int, int], None] | None = None,
+    windows: int | None = None,
 ) -> Embedded:
-    """Decode each file once and embed it (mean over its sliding windows), in batches."""
+    """Decode each file once and embed it, in batches: the mean over its sliding windows, or
+    with ``windows``, over that many windows from its onset (:func:`onset_windows`)."""
     sr, excerpt = net.audio.sample_rate, net.audio.excerpt_samples
     kept: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -104,7 +119,7 @@ def embed_files(
         except OSError as exc:
             skipped.append((Path(path), f"cannot read ({exc.strerror or exc})"))
             continue
-        wins = sliding_windows(audio, excerpt)
+        wins = sliding_windows(audio, excerpt) if windows is None else onset_windows(audio, excerpt, windows, sr)
         buf_w.append(wins)
         buf_o.extend([len(kept)] * len(wins))
         kept.append(Path(path))
@@ -188,11 +203,13 @@ def predict(
     reject: bool = False,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    windows: int | None = None,
 ) -> PredictResult:
-    """Classify query recordings against prototypes built from a support folder."""
+    """Classify query recordings against prototypes built from a support folder (``windows``:
+    see :func:`embed_files`)."""
     files, labels = support_set(support_dir)
     query_files = collect_audio(queries)
-    sup = embed_files(net, files, device=device, progress=progress)
+    sup = embed_files(net, files, device=device, progress=progress, windows=windows)
     lab_of = dict(zip(files, labels, strict=True))
     sup_labels = [lab_of[p] for p in sup.paths]
     classes = sorted(set(sup_labels))
@@ -201,7 +218,7 @@ def predict(
     s_emb = torch.from_numpy(sup.embeddings)
     protos = torch.stack([s_emb[[i for i, lbl in enumerate(sup_labels) if lbl == c]].mean(0) for c in classes])
     threshold = calibrate_threshold(net, s_emb, sup_labels) if reject else None
-    qry = embed_files(net, query_files, device=device, progress=progress)
+    qry = embed_files(net, query_files, device=device, progress=progress, windows=windows)
     q_emb = torch.from_numpy(qry.embeddings)
     logits = net.logits(q_emb, protos) if len(q_emb) else torch.zeros(0, len(classes))
     probs = torch.softmax(logits, dim=-1)

@@ -255,6 +255,22 @@ def test_predict_json(runner: CliRunner, trained_model: Path, support_and_querie
         assert rec["probability"] >= rec["runner_up_probability"]
 
 
+def test_predict_and_embed_take_onset_windows(
+    runner: CliRunner, trained_model: Path, support_and_queries: tuple[Path, Path], tmp_path: Path
+) -> None:
+    support, queries = support_and_queries
+    args = ["predict", str(trained_model), str(queries), "--support", str(support), "--json"]
+    res = runner.invoke(app, [*args, "--windows", "1"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 6
+    out = tmp_path / "emb.npz"
+    res = runner.invoke(app, ["embed", str(trained_model), str(queries), "--windows", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out)["embeddings"].shape[0] == 6
+    res = runner.invoke(app, [*args, "--windows", "0"])
+    assert res.exit_code == 2 and "--windows" in res.output
+
+
 def test_predict_table_and_reject(
     runner: CliRunner, trained_model: Path, support_and_queries: tuple[Path, Path]
 ) -> None:

@@ -144,6 +144,30 @@ def test_calibrate_threshold_hand_computed(tiny_net) -> None:
         calibrate_threshold(tiny_net, emb[:2], ["a", "b"])
 
 
+def test_embed_files_with_onset_windows_embeds_as_eval_does(tmp_path: Path, tiny_net) -> None:
+    # --windows N: a file is embedded from N windows, the first at its onset, exactly as
+    # `fsl eval` embeds a cached clip (clip_windows), so both see the same excerpts.
+    from fslcli.datasets.folder import read_folder
+    from fslcli.evaluation import clip_windows, embed_windows
+    from fslcli.features import open_cache
+
+    note = (0.5 * np.sin(np.arange(3 * SR) * 0.07)).astype(np.float32)
+    late = write(tmp_path / "d" / "a" / "late.wav", np.concatenate([np.zeros(SR // 2, np.float32), note]))
+    short = write(tmp_path / "d" / "a" / "short.wav", note[: SR // 8])
+    excerpt = tiny_net.audio.excerpt_samples
+    cache, _ = open_cache(read_folder(tmp_path / "d").clips, SR, tmp_path / "cache")
+    for n in (1, 3):
+        got = embed_files(tiny_net, [late, short], windows=n).embeddings
+        order = [k for p in (late, short) for k, c in enumerate(cache.clips) if Path(c.path) == p]
+        wins, owners = clip_windows(cache, order, excerpt, n)
+        expected = embed_windows(tiny_net, wins, owners, 2).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # the default (sliding windows over the whole file) averages more of the file
+    assert not np.allclose(
+        embed_files(tiny_net, [late]).embeddings, embed_files(tiny_net, [late], windows=1).embeddings
+    )
+
+
 def level_and_brightness_net():
     """A model whose embedding is (10 x RMS level, 100 x zero-crossing rate): tones and noise sit far apart."""
     net = make_tiny_net()
