@@ -58,6 +58,14 @@ def window_starts(n_samples: int, excerpt: int, n_windows: int, onset: int = 0) 
     return sorted({onset + int(round(k * span / (n - 1))) for k in range(n)}) if n > 1 else [onset]
 
 
+def clip_window_starts(wave: np.ndarray, excerpt: int, n_windows: int, sample_rate: int) -> list[int]:
+    """Where a clip's evaluation windows start: :func:`window_starts` from its onset, looked for
+    in its first ``ONSET_SEARCH_SECONDS`` (``wave`` may be a memory-mapped view)."""
+    n = len(wave)
+    onset = onset_sample(np.asarray(wave[: int(ONSET_SEARCH_SECONDS * sample_rate)])) if n > excerpt else 0
+    return window_starts(n, excerpt, n_windows, onset)
+
+
 @torch.no_grad()
 def embed_windows(
     net: ProtoNet,
@@ -94,10 +102,9 @@ def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: 
     ``(n_windows_total, excerpt)`` and their owner positions."""
     clip_ids, starts, owners = [], [], []
     for pos, i in enumerate(ids):
-        n = int(cache.lengths[i])
-        head = min(n, int(ONSET_SEARCH_SECONDS * cache.sample_rate))
-        onset = onset_sample(cache.excerpt(int(i), 0, head)) if n > excerpt else 0
-        for start in window_starts(n, excerpt, n_windows, onset):
+        begin = int(cache.offsets[i])
+        wave = cache.waves[begin : begin + int(cache.lengths[i])]
+        for start in clip_window_starts(wave, excerpt, n_windows, cache.sample_rate):
             clip_ids.append(int(i))
             starts.append(start)
             owners.append(pos)

@@ -17,7 +17,7 @@ import torch
 
 from fslcli.datasets.base import AUDIO_EXTENSIONS
 from fslcli.errors import DataError
-from fslcli.evaluation import ONSET_SEARCH_SECONDS, embed_windows, onset_sample, window_starts
+from fslcli.evaluation import clip_window_starts, embed_windows
 from fslcli.features import DecodeError, decode_audio
 from fslcli.model import ProtoNet
 
@@ -66,11 +66,9 @@ def sliding_windows(audio: np.ndarray, excerpt: int, max_windows: int = MAX_WIND
 def onset_windows(audio: np.ndarray, excerpt: int, n_windows: int, sample_rate: int) -> np.ndarray:
     """``(k, excerpt)`` windows as ``fsl eval`` takes them (k <= ``n_windows``): the first at the
     onset, the rest spread to the end; short audio is zero-padded."""
-    n = len(audio)
-    if n <= excerpt:
+    if len(audio) <= excerpt:
         return sliding_windows(audio, excerpt)
-    onset = onset_sample(audio[: int(ONSET_SEARCH_SECONDS * sample_rate)])
-    starts = window_starts(n, excerpt, n_windows, onset)
+    starts = clip_window_starts(audio, excerpt, n_windows, sample_rate)
     return np.stack([audio[s : s + excerpt] for s in starts]).astype(np.float32)
 
 

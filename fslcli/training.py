@@ -183,10 +183,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
         steps: int,
         n_mels: int,
         n_frames: int,
+        with_labels: bool = False,
     ) -> None:
         self.cache, self.pool, self.cfg, self.excerpt, self.aug = cache, pool, cfg, excerpt, aug
         self.seed, self.rank, self.steps, self.n_mels, self.n_frames = seed, rank, steps, n_mels, n_frames
-        self.class_index = {c: k for k, c in enumerate(pool)}
+        # Each clip's training-class index, only for the auxiliary class loss.
+        self.class_index = {c: k for k, c in enumerate(pool)} if with_labels else None
 
     def __len__(self) -> int:
         return self.steps
@@ -335,6 +337,7 @@ def _lit_module_class():
                 cfg.train.steps,
                 cfg.audio.n_mels,
                 self.n_frames,
+                with_labels=self.class_head is not None,
             )
             sampler = BlockSampler(cfg.train.steps, cfg.train.val_every)
             return torch.utils.data.DataLoader(ds, batch_size=None, sampler=sampler, num_workers=0)
