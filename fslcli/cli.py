@@ -874,12 +874,15 @@ def info(
     table.add_row("episodes", f"{ep['ways']}-way {ep['shots']}-shot {ep['queries']} queries")
     table.add_row(
         "model",
-        f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, {m['distance']} distance, input norm {m['input_norm']}, "
-        f"embeddings {m.get('embedding_norm', 'none')}",
+        f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, pooling {m.get('pooling', 'global')}, "
+        f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
     )
+    table.add_row("compared by", f"{m['distance']} distance, embeddings {m.get('embedding_norm', 'none')}")
     table.add_row("evaluation", f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset")
     table.add_row(
-        "audio", f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} mels, {a['compression']}"
+        "audio",
+        f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} {a.get('frequency_scale', 'mel')} "
+        f"bands, {a['compression']}",
     )
     table.add_row(
         "training",

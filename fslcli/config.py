@@ -48,6 +48,10 @@ class AudioConfig:
     f_max: float | None = None
     #: "log" (log-mel with a floor; the default) or "power" (the tutorial's raw power mel).
     compression: str = "log"
+    #: Band spacing of the filterbank: "mel" (librosa's mel filterbank) or "log" (geometrically
+    #: spaced triangles from ``f_min``, or 50 Hz when ``f_min`` is 0, to ``f_max``: a pitch change
+    #: of a resampled sound moves its whole pattern by the same number of bands).
+    frequency_scale: str = "mel"
 
     @property
     def excerpt_samples(self) -> int:
@@ -75,6 +79,13 @@ class ModelConfig:
     #: Wang et al. 2019), "l2" (unit length) or "none" (as the backbone outputs them).
     #: Training episodes always use the backbone's output.
     embedding_norm: str = "centered-l2"
+    #: How the conv/resnet feature map becomes one vector: "global" (mean and max over time and
+    #: frequency: shift-invariant in frequency) or "time" (mean and max over time only, each
+    #: remaining frequency band kept apart, so where in the spectrum a pattern sits is kept).
+    #: The tutorial backbone always averages over both.
+    pooling: str = "global"
+    #: Dropout on the pooled features before the projection, in training only (conv/resnet).
+    dropout: float = 0.0
 
 
 @dataclass(frozen=True)

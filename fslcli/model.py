@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +19,7 @@ from torch import nn
 from fslcli.config import AudioConfig, ModelConfig
 
 BACKBONES: tuple[str, ...] = ("conv", "resnet", "tutorial")
+POOLINGS: tuple[str, ...] = ("global", "time")
 DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
 INPUT_NORMS: tuple[str, ...] = ("band", "clip", "none")
 EMBEDDING_NORMS: tuple[str, ...] = ("centered-l2", "l2", "none")
@@ -65,6 +67,34 @@ def cosine_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # --- front end -------------------------------------------------------------------------
 
 
+FREQUENCY_SCALES: tuple[str, ...] = ("mel", "log")
+#: Lowest band edge of the "log" filterbank when ``f_min`` is 0 (Hz; below the lowest TinySOL note's
+#: second harmonic, about 73 Hz).
+LOG_SCALE_F_MIN = 50.0
+
+
+def log_filterbank(sr: int, n_fft: int, n_bands: int, f_min: float, f_max: float) -> np.ndarray:
+    """Triangular filters with geometrically spaced centres, ``(n_bands, n_fft // 2 + 1)``.
+
+    Band ``i`` rises from centre ``i - 1`` to centre ``i`` and falls to centre ``i + 1`` (edges at
+    ``f_min`` and ``f_max``), but is never narrower than one FFT bin on either side, so low bands
+    narrower than the FFT's resolution are not empty. Each filter sums to 1.
+    """
+    if not 0 < f_min < f_max <= sr / 2:
+        raise ValueError(f"log filterbank needs 0 < f_min < f_max <= {sr / 2:g} Hz; got {f_min:g} and {f_max:g}")
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    bin_hz = sr / n_fft
+    edges = np.geomspace(f_min, f_max, n_bands + 2)
+    fb = np.zeros((n_bands, freqs.size), dtype=np.float64)
+    for i in range(n_bands):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        lo, hi = min(lo, mid - bin_hz), max(hi, mid + bin_hz)
+        rise = (freqs - lo) / (mid - lo)
+        fall = (hi - freqs) / (hi - mid)
+        fb[i] = np.clip(np.minimum(rise, fall), 0.0, None)
+    return (fb / fb.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class LogMel(nn.Module):
     """Waveforms ``(batch, samples)`` -> log-mel ``(batch, n_mels, frames)``.
 
@@ -78,9 +108,16 @@ class LogMel(nn.Module):
         self.n_fft = audio.n_fft
         self.hop = audio.hop_length
         self.compression = audio.compression
-        fb = librosa.filters.mel(
-            sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.f_min, fmax=audio.f_max
-        )
+        if audio.frequency_scale == "log":
+            f_min = audio.f_min if audio.f_min > 0 else LOG_SCALE_F_MIN
+            f_max = audio.f_max if audio.f_max is not None else audio.sample_rate / 2
+            fb = log_filterbank(audio.sample_rate, audio.n_fft, audio.n_mels, f_min, f_max)
+        elif audio.frequency_scale == "mel":
+            fb = librosa.filters.mel(
+                sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.f_min, fmax=audio.f_max
+            )
+        else:
+            raise ValueError(f"frequency_scale {audio.frequency_scale!r}: choose one of {FREQUENCY_SCALES}")
         self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.n_fft), persistent=False)
 
@@ -167,6 +204,21 @@ class ProtoNet(nn.Module):
             raise ValueError(f"input_norm {model.input_norm!r}: choose one of {INPUT_NORMS}")
         if model.embedding_norm not in EMBEDDING_NORMS:
             raise ValueError(f"embedding_norm {model.embedding_norm!r}: choose one of {EMBEDDING_NORMS}")
+        if model.pooling not in POOLINGS:
+            raise ValueError(f"pooling {model.pooling!r}: choose one of {POOLINGS}")
+        # Frequency bands left after the body's 2x2 max-pools (one per block), for "time" pooling.
+        bands = audio.n_mels
+        for _ in model.channels:
+            bands //= 2
+        if model.pooling == "time" and bands < 1:
+            raise ValueError(
+                f"pooling 'time' with {audio.n_mels} mel bands and {len(model.channels)} blocks leaves no band; "
+                "use more mel bands or pooling 'global'"
+            )
+        per_channel = 2 * (bands if model.pooling == "time" else 1)
+        if not 0.0 <= model.dropout < 1.0:
+            raise ValueError(f"dropout {model.dropout}: choose a value in [0, 1)")
+        self.drop = nn.Dropout(model.dropout) if model.dropout > 0 else nn.Identity()
         self.audio = audio
         self.config = model
         self.logmel = LogMel(audio)
@@ -179,7 +231,7 @@ class ProtoNet(nn.Module):
         elif model.backbone == "conv":
             chans = (1, *model.channels)
             self.body = nn.Sequential(*[BNBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
-            self.head = nn.Linear(2 * chans[-1], model.embedding_dim)
+            self.head = nn.Linear(per_channel * chans[-1], model.embedding_dim)
             self.dim = model.embedding_dim
         else:
             stem = model.channels[0]
@@ -189,8 +241,8 @@ class ProtoNet(nn.Module):
                 blocks.append(ResBlock(cin, c))
                 cin = c
             self.body = nn.Sequential(*blocks)
-            # Mean and max over the remaining time-frequency map, projected to the embedding.
-            self.head = nn.Linear(2 * cin, model.embedding_dim)
+            # Mean and max over the remaining map (see ``pooling``), projected to the embedding.
+            self.head = nn.Linear(per_channel * cin, model.embedding_dim)
             self.dim = model.embedding_dim
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
         # Channels-last convolutions and pooling run about 1.5x faster on CPUs (oneDNN) and suit GPUs.
@@ -219,8 +271,12 @@ class ProtoNet(nn.Module):
         h = self.body(x.contiguous(memory_format=torch.channels_last))
         if self.config.backbone == "tutorial":
             return h.mean(dim=(2, 3))
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.head(pooled)
+        if self.config.pooling == "time":
+            # (batch, channels, bands, frames) -> (batch, 2 * channels * bands)
+            pooled = torch.cat([h.mean(dim=3).flatten(1), h.amax(dim=3).flatten(1)], dim=1)
+        else:
+            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.head(self.drop(pooled))
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`)."""

@@ -20,8 +20,18 @@ from fslcli.config import (
 
 def custom_run() -> RunConfig:
     return RunConfig(
-        audio=AudioConfig(sample_rate=22_050, excerpt_seconds=0.5, f_max=8000.0, compression="power"),
-        model=ModelConfig(backbone="resnet", channels=(8, 16), embedding_dim=32, distance="cosine", input_norm="clip"),
+        audio=AudioConfig(
+            sample_rate=22_050, excerpt_seconds=0.5, f_max=8000.0, compression="power", frequency_scale="log"
+        ),
+        model=ModelConfig(
+            backbone="resnet",
+            channels=(8, 16),
+            embedding_dim=32,
+            distance="cosine",
+            input_norm="clip",
+            pooling="time",
+            dropout=0.25,
+        ),
         episode=EpisodeConfig(ways=3, shots=2, queries=4),
         train=TrainConfig(steps=7, seed=3, val_every=2),
         split=SplitConfig(train_classes=("A", "B"), test_classes=("C",), val_classes=("D",), val_fold=1),

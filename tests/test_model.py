@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from fslcli.config import AudioConfig, ModelConfig
-from fslcli.model import LOG_FLOOR, LogMel, ProtoNet, cosine_similarity, prototypes, squared_euclidean
+from fslcli.model import (
+    LOG_FLOOR,
+    LogMel,
+    ProtoNet,
+    cosine_similarity,
+    log_filterbank,
+    prototypes,
+    squared_euclidean,
+)
 
 AUDIO = AudioConfig(excerpt_seconds=0.25, n_mels=32)  # 4000 samples -> 32 x 16 log-mel
 
@@ -122,11 +130,75 @@ def test_clip_norm_is_gain_invariant(rng: np.random.Generator) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("backbone", "vgg"), ("distance", "manhattan"), ("input_norm", "layer"), ("embedding_norm", "l1")],
+    [
+        ("backbone", "vgg"),
+        ("distance", "manhattan"),
+        ("input_norm", "layer"),
+        ("embedding_norm", "l1"),
+        ("pooling", "freq"),
+    ],
 )
 def test_unknown_options_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=value):
         ProtoNet(AUDIO, ModelConfig(**{field: value}))
+
+
+def test_unknown_frequency_scale_and_bad_dropout_are_refused() -> None:
+    with pytest.raises(ValueError, match="bark"):
+        LogMel(AudioConfig(frequency_scale="bark"))
+    with pytest.raises(ValueError, match="dropout 1.5"):
+        ProtoNet(AUDIO, ModelConfig(dropout=1.5))
+
+
+def test_log_filterbank_rows_are_normalised_and_never_empty() -> None:
+    fb = log_filterbank(16_000, 1024, 64, 50.0, 8000.0)
+    assert fb.shape == (64, 513)
+    assert np.allclose(fb.sum(axis=1), 1.0, atol=1e-5)
+    assert ((fb > 0).sum(axis=1) >= 2).all()  # low bands narrower than a bin still see two bins
+    centroids = fb @ np.fft.rfftfreq(1024, 1 / 16_000)
+    assert (np.diff(centroids) > 0).all()
+    with pytest.raises(ValueError, match="f_min"):
+        log_filterbank(16_000, 1024, 64, 0.0, 8000.0)
+
+
+def test_log_bands_move_a_tone_by_whole_bands_as_its_pitch_changes() -> None:
+    # Band centres are a constant ratio apart, so multiplying a tone's frequency by that ratio
+    # moves its loudest band by exactly one, wherever it is above the FFT's resolution limit.
+    audio = AudioConfig(excerpt_seconds=0.5, n_mels=48, n_fft=2048, frequency_scale="log", f_min=100.0)
+    front = LogMel(audio)
+    ratio = (audio.sample_rate / 2 / audio.f_min) ** (1 / (audio.n_mels + 1))
+    t = np.arange(audio.excerpt_samples) / audio.sample_rate
+    peaks = []
+    for k in range(4):
+        tone = np.sin(2 * np.pi * 1000.0 * ratio**k * t).astype(np.float32)
+        peaks.append(int(front(torch.from_numpy(tone)[None]).mean(dim=-1).argmax()))
+    assert np.diff(peaks).tolist() == [1, 1, 1]
+
+
+def test_time_pooling_keeps_where_a_pattern_sits_in_frequency() -> None:
+    torch.manual_seed(0)
+    net = ProtoNet(AUDIO, ModelConfig(channels=(4, 8), embedding_dim=16, pooling="time")).eval()
+    # 32 mel bands through two 2x2 pools: 8 bands, mean and max over time for each channel.
+    assert net.head.in_features == 2 * 8 * 8
+    x = torch.zeros(1, 1, AUDIO.n_mels, 16)
+    low, high = x.clone(), x.clone()
+    low[..., 2:6, :], high[..., 22:26, :] = 1.0, 1.0
+    with torch.no_grad():
+        assert not torch.allclose(net.encode(low), net.encode(high))
+    with pytest.raises(ValueError, match="no band"):
+        ProtoNet(AudioConfig(n_mels=8), ModelConfig(channels=(4, 8, 16, 32), pooling="time"))
+
+
+def test_dropout_acts_in_training_only(rng: np.random.Generator) -> None:
+    net = tiny(dropout=0.5)
+    x = waves(rng, 4)
+    with torch.no_grad():
+        net.train()
+        a, b = net.embed(x), net.embed(x)
+        net.eval()
+        c, d = net.embed(x), net.embed(x)
+    assert not torch.allclose(a, b)
+    assert torch.equal(c, d)
 
 
 @pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
