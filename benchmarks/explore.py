@@ -1,8 +1,10 @@
 """Design-choice study on held-out *training* classes (never the test instruments).
 
 Each variant trains on 6 of the 9 default training instruments and is scored on the other 3
-(Cello, Oboe, Trombone: 3-way episodes, 1,000 of them, 5-shot and 1-shot). Test instruments
-are not read at all, so choosing defaults from this table does not tune to the test set.
+(3-way episodes, 1,000 of them, 5-shot and 1-shot). ``--fold`` picks which 3 are held out
+(fold 0: Cello, Oboe, Trombone; see FOLDS); running every fold averages over the choice of
+classes as well as the seed. Test instruments are not read at all, so choosing defaults from
+this table does not tune to the test set.
 Meant for a GPU (each variant ~30 s there); on a CPU use --steps to shorten.
 
     python benchmarks/explore.py --data-home ~/mir_datasets/tinysol-gm --accelerator cuda --precision bf16-mixed
@@ -22,7 +24,13 @@ from fslcli.evaluation import VAL_STREAM
 from fslcli.training import fit
 from fslcli.workflows import device_for, prepare
 
-HELD_OUT = ("Cello", "Oboe", "Trombone")
+#: Three disjoint triples of the default training instruments; each fold holds one out.
+FOLDS: tuple[tuple[str, ...], ...] = (
+    ("Cello", "Oboe", "Trombone"),
+    ("Violin", "Clarinet in Bb", "French Horn"),
+    ("Contrabass", "Flute", "Accordion"),
+)
+HELD_OUT = FOLDS[0]
 
 
 def variants(base: RunConfig) -> dict[str, RunConfig]:
@@ -87,6 +95,21 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         "no-shift": replace(base, augment=replace(au, max_shift_bins=0)),
         "excerpt-1.5s": replace(base, audio=replace(a, excerpt_seconds=1.5)),
         "emb-128": replace(base, model=replace(m, embedding_dim=128)),
+        # Fourth round: keep where in the spectrum a pattern sits (mean/max over time only),
+        # and dropout before the projection.
+        "time-pool": replace(base, model=replace(m, pooling="time")),
+        "time-pool+class-3": replace(base, model=replace(m, pooling="time"), train=replace(t, class_loss_weight=3.0)),
+        "time-pool+dropout-0.3": replace(base, model=replace(m, pooling="time", dropout=0.3)),
+        "dropout-0.3": replace(base, model=replace(m, dropout=0.3)),
+        # Fifth round: training length (1.5x still fits the CPU budget), learning rate, augmentation.
+        "steps-1500": replace(base, train=replace(t, steps=3 * t.steps // 2)),
+        "lr-5e-4": replace(base, train=replace(t, learning_rate=5e-4)),
+        "no-specaug": replace(base, augment=replace(au, spec_time_masks=0, spec_freq_masks=0)),
+        # Sixth round: log-spaced bands (a resampled note's pattern moves by whole bands as its
+        # pitch changes), at the default FFT size and at twice it (finer low-frequency bins).
+        "log-bands": replace(base, audio=replace(a, frequency_scale="log")),
+        "log-bands+nfft-2048": replace(base, audio=replace(a, frequency_scale="log", n_fft=2048)),
+        "nfft-2048": replace(base, audio=replace(a, n_fft=2048)),
     }
 
 
@@ -111,6 +134,7 @@ def main() -> None:
     ap.add_argument("--data-home", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0, help="training seed")
+    ap.add_argument("--fold", type=int, default=0, choices=range(len(FOLDS)), help="which triple is held out")
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--precision", default="32")
     ap.add_argument("--only", default="", help="comma-separated variant names")
@@ -119,9 +143,10 @@ def main() -> None:
     args = ap.parse_args()
     from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
 
-    train = tuple(c for c in DEFAULT_TRAIN_CLASSES if c not in HELD_OUT)
+    held_out = FOLDS[args.fold]
+    train = tuple(c for c in DEFAULT_TRAIN_CLASSES if c not in held_out)
     base = RunConfig(
-        split=SplitConfig(train_classes=train, val_classes=HELD_OUT, test_classes=()),
+        split=SplitConfig(train_classes=train, val_classes=held_out, test_classes=()),
         train=replace(
             RunConfig().train, steps=args.steps, seed=args.seed, accelerator=args.accelerator, precision=args.precision
         ),
@@ -136,7 +161,7 @@ def main() -> None:
         if wanted and name not in wanted:
             continue
         prep = prepare(source, cfg.split, cfg.audio.sample_rate, None)
-        run_dir = args.work_dir / f"{name}-seed{args.seed}"
+        run_dir = args.work_dir / f"{name}-seed{args.seed}-fold{args.fold}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "history.jsonl").unlink(missing_ok=True)
         t0 = time.perf_counter()
@@ -146,9 +171,14 @@ def main() -> None:
 
         device = device_for()
         net = load_model(res.model_path).net.to(device)
-        row = {"seed": args.seed, "train_seconds": round(secs, 1), "best_val_acc_during_training": res.best_val_acc}
+        row = {
+            "seed": args.seed,
+            "fold": args.fold,
+            "train_seconds": round(secs, 1),
+            "best_val_acc_during_training": res.best_val_acc,
+        }
         train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
-        for windows in (3, 5):
+        for windows in (1, 3):
             center = embed_cached(net, prep.cache, train_ids, windows, device=device, finish=False).mean(dim=0)
             for shots in (5, 1):
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
@@ -243,16 +273,32 @@ def summarise(paths: list[Path]) -> None:
     for p in paths:
         for name, row in json.loads(p.read_text()).items():
             rows.setdefault(name, []).append(row)
-    keys = [f"w{w}-{k}" for w in (3, 5) for k in EMBEDDING_TRANSFORMS]
+    keys = [f"w{w}-{k}" for w in (1, 3, 5) for k in EMBEDDING_TRANSFORMS]
     keys = [k for k in keys if all(f"{k}-5shot" in r for rs in rows.values() for r in rs)]
-    print(f"{'variant':20s} seeds " + " ".join(f"{k:>13s}" for k in keys) + "  (5-shot/1-shot, mean over seeds)")
+    print(f"{'variant':24s} runs " + " ".join(f"{k:>13s}" for k in keys) + "  (5-shot/1-shot, mean over runs)")
     for name, rs in rows.items():
         cells = []
         for k in keys:
             five = np.mean([r[f"{k}-5shot"] for r in rs])
             one = np.mean([r[f"{k}-1shot"] for r in rs])
             cells.append(f"{five:.3f}/{one:.3f}")
-        print(f"{name:20s} {len(rs):5d} " + " ".join(f"{c:>13s}" for c in cells))
+        print(f"{name:24s} {len(rs):4d} " + " ".join(f"{c:>13s}" for c in cells))
+    # Paired against "default": the same (seed, fold) trained both ways, the model's own embeddings.
+    base = {(r["seed"], r.get("fold", 0)): r for r in rows.get("default", [])}
+    key = next((k for k in ("w1-model", "w3-model") if k in keys), None)
+    if not base or key is None:
+        return
+    print(f"\npaired difference from default ({key}; mean and standard error over the shared runs)")
+    for name, rs in rows.items():
+        pairs = [(r, base[(r["seed"], r.get("fold", 0))]) for r in rs if (r["seed"], r.get("fold", 0)) in base]
+        if name == "default" or not pairs:
+            continue
+        cells = []
+        for shots in (5, 1):
+            d = np.array([r[f"{key}-{shots}shot"] - b[f"{key}-{shots}shot"] for r, b in pairs])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            cells.append(f"{shots}-shot {d.mean():+.3f} ± {se:.3f}")
+        print(f"{name:24s} {len(pairs):4d}   " + "   ".join(cells))
 
 
 if __name__ == "__main__":

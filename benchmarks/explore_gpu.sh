@@ -10,6 +10,7 @@ OUT=${OUT:-explore-out}; mkdir -p "$OUT"
 RUNS=${RUNS:-/tmp/explore-runs}; mkdir -p "$RUNS"
 JOBS=${JOBS:-5}
 SEEDS=${SEEDS:-"0 1"}
+FOLDS=${FOLDS:-"0"}
 VARIANTS=${VARIANTS:-default}
 STEPS=${STEPS:-1000}
 export PYTHONUNBUFFERED=1
@@ -31,11 +32,11 @@ from fslcli.workflows import prepare
 prepare(DataSource('tinysol-gm', Path('$HOME_GM')), RunConfig().split, 16000, None)
 "
 jobs=()
-for seed in $SEEDS; do for v in $VARIANTS; do jobs+=("$seed $v"); done; done
+for seed in $SEEDS; do for fold in $FOLDS; do for v in $VARIANTS; do jobs+=("$seed $fold $v"); done; done; done
 printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -L 1 sh -c \
-  'python3 benchmarks/explore.py --data-home '"$HOME_GM"' --steps '"$STEPS"' --seed "$0" --only "$1" \
-     --accelerator '"${ACCEL:-cuda}"' --precision '"${PRECISION:-bf16-mixed}"' --work-dir /tmp/explore --out '"$RUNS"'/explore-"$1"-seed"$0".json \
-     > '"$RUNS"'/log-"$1"-seed"$0".txt 2>&1; echo "done $1 seed $0"'
+  'python3 benchmarks/explore.py --data-home '"$HOME_GM"' --steps '"$STEPS"' --seed "$0" --fold "$1" --only "$2" \
+     --accelerator '"${ACCEL:-cuda}"' --precision '"${PRECISION:-bf16-mixed}"' --work-dir /tmp/explore --out '"$RUNS"'/explore-"$2"-seed"$0"-fold"$1".json \
+     > '"$RUNS"'/log-"$2"-seed"$0"-fold"$1".txt 2>&1; echo "done $2 seed $0 fold $1"'
 python3 benchmarks/explore.py summarise "$RUNS"/explore-*.json | tee "$OUT/table.txt"
 python3 - "$RUNS" "$OUT/explore-all.json" <<'PY'
 import json, pathlib, sys
