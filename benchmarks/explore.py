@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         "log-bands": replace(base, audio=replace(a, frequency_scale="log")),
         "log-bands+nfft-2048": replace(base, audio=replace(a, frequency_scale="log", n_fft=2048)),
         "nfft-2048": replace(base, audio=replace(a, n_fft=2048)),
+        # Seventh round (CPU): training excerpts start near the clip's onset, as evaluation's do.
+        "onset-crop-0.25": replace(base, augment=replace(au, onset_crop_seconds=0.25)),
+        "onset-crop-0.5": replace(base, augment=replace(au, onset_crop_seconds=0.5)),
     }
 
 
@@ -212,6 +216,44 @@ def support_centred_accuracy(emb, position: dict[int, int], episodes) -> float:
     return float((pred == np.repeat(np.arange(ways), queries)[None, :]).mean())
 
 
+#: Evaluation-time options that ``rescore`` compares: (label, windows per clip, band shifts whose
+#: embeddings are averaged: test-time augmentation along the mel axis).
+RESCORE_OPTIONS: tuple[tuple[str, int, tuple[int, ...]], ...] = (
+    ("w1", 1, (0,)),
+    ("w3", 3, (0,)),
+    ("w1-shift1", 1, (-1, 0, 1)),
+    ("w1-shift2", 1, (-2, -1, 0, 1, 2)),
+)
+
+
+@contextmanager
+def shift_averaged(net, shifts: tuple[int, ...]):
+    """Within the block, ``net.embed`` averages the embeddings of its input's log-mel shifted by
+    each of ``shifts`` bands (as training's band-shift augmentation shifts it)."""
+    import torch
+
+    from fslcli.training import augment_logmel
+
+    if shifts == (0,):
+        yield
+        return
+
+    def embed(waves):
+        x = net.logmel(waves)
+        eq = torch.zeros(x.shape[0], x.shape[1], device=x.device)
+        outs = [
+            net.encode(net.normalize(augment_logmel(x, eq, torch.full((x.shape[0],), s, device=x.device))))
+            for s in shifts
+        ]
+        return torch.stack(outs).mean(dim=0)
+
+    net.embed = embed
+    try:
+        yield
+    finally:
+        del net.embed
+
+
 def rescore(run_dirs: list[Path], data_home: Path) -> None:
     """Score trained study runs under more evaluation-time options (windows per clip, and
     centring on the training mean or on each episode's support mean); paired comparisons."""
@@ -230,29 +272,29 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
         prep = prepare(source, cfg.split, cfg.audio.sample_rate, None)
         train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
         row: dict[str, float] = {}
-        for windows in (1, 2, 3, 5):
-            center = embed_cached(net, prep.cache, train_ids, windows, finish=False).mean(dim=0)
+        for label, windows, shifts in RESCORE_OPTIONS:
+            with shift_averaged(net, shifts):
+                center = embed_cached(net, prep.cache, train_ids, windows, finish=False).mean(dim=0)
             for shots in (5, 1):
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
                 ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
                 pos = {c: k for k, c in enumerate(ids)}
-                emb = embed_cached(net, prep.cache, ids, windows, finish=False)
+                with shift_averaged(net, shifts):
+                    emb = embed_cached(net, prep.cache, ids, windows, finish=False)
                 for kind in ("raw", "cl2"):
                     acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()
-                    row[f"w{windows}-{kind}-{shots}shot"] = round(float(acc), 4)
-                row[f"w{windows}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
-                members.setdefault((windows, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
+                    row[f"{label}-{kind}-{shots}shot"] = round(float(acc), 4)
+                row[f"{label}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
+                members.setdefault((label, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
         table[run.name] = row
         print(run.name, json.dumps(row), flush=True)
     if len(run_dirs) > 1:
         # Concatenated unit-length embeddings: squared distances are the sum of the members'.
         row = {}
-        for (windows, shots), parts in members.items():
+        for (label, shots), parts in members.items():
             emb = torch.cat([p[0] for p in parts], dim=1)
             _, pos, episodes, net = parts[0]
-            row[f"w{windows}-cl2-{shots}shot"] = round(
-                float(score_episodes(net, emb, pos, episodes).accuracy.mean()), 4
-            )
+            row[f"{label}-cl2-{shots}shot"] = round(float(score_episodes(net, emb, pos, episodes).accuracy.mean()), 4)
         table["ensemble"] = row
         print("ensemble", json.dumps(row), flush=True)
     keys = sorted({k.rsplit("-", 1)[0] for r in table.values() for k in r}, key=lambda k: (k[1], k))

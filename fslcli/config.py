@@ -106,6 +106,9 @@ class AugmentConfig:
     """Training-time augmentation, applied to waveform excerpts and spectrograms."""
 
     random_crop: bool = True
+    #: With ``random_crop``: 0 draws a training excerpt's start anywhere in its clip; a positive
+    #: value draws it within this many seconds after the clip's onset, where evaluation excerpts start.
+    onset_crop_seconds: float = 0.0
     gain_db: float = 6.0
     #: Random equalisation: a smooth curve through 4 random points within +/- this many dB,
     #: added to the log-mel (simulates other microphones, rooms and recording chains).

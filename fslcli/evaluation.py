@@ -58,11 +58,16 @@ def window_starts(n_samples: int, excerpt: int, n_windows: int, onset: int = 0) 
     return sorted({onset + int(round(k * span / (n - 1))) for k in range(n)}) if n > 1 else [onset]
 
 
+def clip_onset(wave: np.ndarray, sample_rate: int) -> int:
+    """:func:`onset_sample` looked for in a clip's first ``ONSET_SEARCH_SECONDS`` (``wave`` may be
+    a memory-mapped view)."""
+    return onset_sample(np.asarray(wave[: int(ONSET_SEARCH_SECONDS * sample_rate)]))
+
+
 def clip_window_starts(wave: np.ndarray, excerpt: int, n_windows: int, sample_rate: int) -> list[int]:
-    """Where a clip's evaluation windows start: :func:`window_starts` from its onset, looked for
-    in its first ``ONSET_SEARCH_SECONDS`` (``wave`` may be a memory-mapped view)."""
+    """Where a clip's evaluation windows start: :func:`window_starts` from its onset (:func:`clip_onset`)."""
     n = len(wave)
-    onset = onset_sample(np.asarray(wave[: int(ONSET_SEARCH_SECONDS * sample_rate)])) if n > excerpt else 0
+    onset = clip_onset(wave, sample_rate) if n > excerpt else 0
     return window_starts(n, excerpt, n_windows, onset)
 
 

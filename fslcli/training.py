@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from fslcli.config import AugmentConfig, EpisodeConfig, RunConfig
 from fslcli.datasets import DataSource
 from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
-from fslcli.evaluation import TRAIN_STREAM, VAL_STREAM, clip_windows, draw_episodes, score_episodes
+from fslcli.evaluation import TRAIN_STREAM, VAL_STREAM, clip_onset, clip_windows, draw_episodes, score_episodes
 from fslcli.features import WaveCache
 from fslcli.model import ProtoNet
 
@@ -112,15 +112,24 @@ def episode_batch(
     n_mels: int,
     n_frames: int,
     class_index: dict[str, int] | None = None,
+    onsets: np.ndarray | None = None,
+    onset_span: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``.
 
     With ``class_index``, ``labels`` ``(ways * (shots + queries),)`` gives each clip's index in it.
+    With ``onsets`` (each cached clip's onset sample) random crops start within ``onset_span``
+    samples after the clip's onset rather than anywhere in it.
     """
     ids = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1)])
     if aug is not None and aug.random_crop:
         room = np.maximum(cache.lengths[ids] - excerpt, 0)
-        starts = (rng.random(len(ids)) * (room + 1)).astype(np.int64)
+        if onsets is not None:
+            first = np.minimum(onsets[ids], room)
+            room = np.minimum(room - first, onset_span)
+        else:
+            first = np.zeros(len(ids), dtype=np.int64)
+        starts = first + (rng.random(len(ids)) * (room + 1)).astype(np.int64)
     else:
         starts = np.zeros(len(ids), dtype=np.int64)
     waves = cache.excerpts(ids, starts, excerpt)
@@ -189,6 +198,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.seed, self.rank, self.steps, self.n_mels, self.n_frames = seed, rank, steps, n_mels, n_frames
         # Each clip's training-class index, only for the auxiliary class loss.
         self.class_index = {c: k for k, c in enumerate(pool)} if with_labels else None
+        # Each training clip's onset sample (indexed by cache id), only for crops near the onset.
+        self.onsets: np.ndarray | None = None
+        self.onset_span = int(round(aug.onset_crop_seconds * cache.sample_rate))
+        if aug.random_crop and aug.onset_crop_seconds > 0:
+            self.onsets = np.zeros(len(cache.lengths), dtype=np.int64)
+            for i in (int(i) for ids in pool.values() for i in ids):
+                begin = int(cache.offsets[i])
+                self.onsets[i] = clip_onset(cache.waves[begin : begin + int(cache.lengths[i])], cache.sample_rate)
 
     def __len__(self) -> int:
         return self.steps
@@ -197,7 +214,16 @@ class EpisodeDataset(torch.utils.data.Dataset):
         rng = episode_rng(self.seed, i, self.rank, TRAIN_STREAM)
         ep = sample_episode(self.pool, self.cfg, rng)
         return episode_batch(
-            self.cache, ep, self.excerpt, self.aug, rng, self.n_mels, self.n_frames, class_index=self.class_index
+            self.cache,
+            ep,
+            self.excerpt,
+            self.aug,
+            rng,
+            self.n_mels,
+            self.n_frames,
+            class_index=self.class_index,
+            onsets=self.onsets,
+            onset_span=self.onset_span,
         )
 
 

@@ -88,6 +88,35 @@ def test_episode_dataset_items_are_seeded_by_index_and_rank(folder_cache) -> Non
     assert not torch.equal(item["waves"], make_dataset(folder_cache, seed=1)[3]["waves"])
 
 
+def test_onset_crops_start_within_the_span_after_each_clips_onset(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from fslcli.datasets.folder import read_folder
+    from fslcli.features import open_cache
+
+    # Each clip: 19 frames (of 256 samples) of silence, then a loud ramp whose value tells how far
+    # into the note a sample lies, so an excerpt's first sample gives its start.
+    sr, silence, note = 16_000, 19 * 256, 24_000
+    ramp = (0.5 + 0.5 * np.arange(note) / note).astype(np.float32)
+    for c in "abc":
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for k in range(4):
+            wave = np.concatenate([np.zeros(silence, np.float32), ramp])
+            sf.write(tmp_path / "data" / c / f"{k}.wav", wave, sr, subtype="FLOAT")
+    cache, _ = open_cache(read_folder(tmp_path / "data").clips, sr, tmp_path / "cache")
+    aug = AugmentConfig(onset_crop_seconds=0.1, gain_db=0.0)
+    ds = EpisodeDataset(cache, make_pool(cache.labels()), EpisodeConfig(3, 2, 2), 4000, aug, 0, 0, 10, 32, 16)
+    firsts = torch.cat([ds[i]["waves"][:, 0] for i in range(10)]).numpy()
+    into_note = (firsts - 0.5) / 0.5 * note  # samples past the onset
+    assert (firsts >= 0.5).all()  # never before the onset
+    assert into_note.max() <= 0.1 * sr + 1
+    assert into_note.max() > 0.05 * sr  # and spread over the span
+    anywhere = EpisodeDataset(
+        cache, make_pool(cache.labels()), EpisodeConfig(3, 2, 2), 4000, AugmentConfig(gain_db=0.0), 0, 0, 10, 32, 16
+    )
+    assert (torch.cat([anywhere[i]["waves"][:, 0] for i in range(10)]) == 0).any()  # some start in the silence
+
+
 def test_episode_dataset_without_augmentation_reads_clip_starts(folder_cache) -> None:
     aug = AugmentConfig(random_crop=False, gain_db=0.0)
     item = make_dataset(folder_cache, aug=aug)[0]
