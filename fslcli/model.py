@@ -67,6 +67,14 @@ def cosine_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # --- front end -------------------------------------------------------------------------
 
 
+def shift_bands(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Shift each spectrogram of ``x`` ``(batch, bands, frames)`` along its band axis by
+    ``shift[b]`` bands (positive: upwards; the edge band repeats into the gap)."""
+    n_bands = x.shape[1]
+    idx = (torch.arange(n_bands, device=x.device)[None, :] - shift.to(x.device)[:, None]).clamp(0, n_bands - 1)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
 FREQUENCY_SCALES: tuple[str, ...] = ("mel", "log")
 #: Lowest band edge of the "log" filterbank when ``f_min`` is 0 (Hz; below the lowest TinySOL note's
 #: second harmonic, about 73 Hz).
@@ -216,6 +224,8 @@ class ProtoNet(nn.Module):
                 "use more mel bands or pooling 'global'"
             )
         per_channel = 2 * (bands if model.pooling == "time" else 1)
+        if not 0 <= model.eval_shifts < audio.n_mels:
+            raise ValueError(f"eval_shifts {model.eval_shifts}: choose 0 (off) up to {audio.n_mels - 1} bands")
         if not 0.0 <= model.dropout < 1.0:
             raise ValueError(f"dropout {model.dropout}: choose a value in [0, 1)")
         self.drop = nn.Dropout(model.dropout) if model.dropout > 0 else nn.Identity()
@@ -279,8 +289,18 @@ class ProtoNet(nn.Module):
         return self.head(self.drop(pooled))
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`)."""
-        return self.encode(self.features(waves))
+        """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`).
+
+        Outside training, with ``eval_shifts`` k > 0, the mean over the 2k+1 band shifts -k..k.
+        """
+        k = self.config.eval_shifts
+        if k == 0 or self.training:
+            return self.encode(self.features(waves))
+        x = self.logmel(waves)
+        n = x.shape[0]
+        shifts = torch.arange(-k, k + 1, device=x.device).repeat_interleave(n)
+        emb = self.encode(self.normalize(shift_bands(x.repeat(2 * k + 1, 1, 1), shifts)))
+        return emb.reshape(2 * k + 1, n, -1).mean(dim=0)
 
     def finish(self, emb: torch.Tensor) -> torch.Tensor:
         """The comparison space: ``(..., dim)`` backbone embeddings (one per clip, after averaging

@@ -31,7 +31,7 @@ from fslcli.datasets import DataSource
 from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
 from fslcli.evaluation import TRAIN_STREAM, VAL_STREAM, clip_onset, clip_windows, draw_episodes, score_episodes
 from fslcli.features import WaveCache
-from fslcli.model import ProtoNet
+from fslcli.model import ProtoNet, shift_bands
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
@@ -171,10 +171,7 @@ def random_eq(rng: np.random.Generator, n: int, n_mels: int, max_db: float) -> n
 def augment_logmel(x: torch.Tensor, eq: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Add EQ curves ``(batch, n_mels)`` to log-mel ``x`` ``(batch, n_mels, frames)`` and shift
     each clip's mel axis by ``shift[b]`` bands (edge bands repeat); returns a new tensor."""
-    x = x + eq.to(x.dtype).unsqueeze(-1)
-    n_mels = x.shape[1]
-    idx = (torch.arange(n_mels, device=x.device)[None, :] - shift.to(x.device)[:, None]).clamp(0, n_mels - 1)
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+    return shift_bands(x + eq.to(x.dtype).unsqueeze(-1), shift)
 
 
 class EpisodeDataset(torch.utils.data.Dataset):

@@ -14,6 +14,7 @@ from fslcli.model import (
     cosine_similarity,
     log_filterbank,
     prototypes,
+    shift_bands,
     squared_euclidean,
 )
 
@@ -240,3 +241,24 @@ def test_l2_and_none_embedding_norms(rng: np.random.Generator) -> None:
     assert torch.allclose(l2.finish(emb).norm(dim=-1), torch.ones(4), atol=1e-6)
     assert "center" not in l2.state_dict()
     assert torch.equal(tiny(embedding_norm="none").finish(emb), emb)
+
+
+def test_shift_bands_moves_each_spectrogram_and_repeats_the_edge() -> None:
+    x = torch.arange(5.0).reshape(1, 5, 1).repeat(2, 1, 3)  # (2, 5 bands, 3 frames)
+    out = shift_bands(x, torch.tensor([1, -2]))
+    assert out[0, :, 0].tolist() == [0, 0, 1, 2, 3]
+    assert out[1, :, 0].tolist() == [2, 3, 4, 4, 4]
+
+
+def test_eval_shifts_average_shifted_embeddings_outside_training(rng: np.random.Generator) -> None:
+    net = tiny(eval_shifts=2).eval()
+    x = waves(rng, 3)
+    with torch.no_grad():
+        mel = net.logmel(x)
+        by_shift = [net.encode(net.normalize(shift_bands(mel, torch.full((3,), s)))) for s in range(-2, 3)]
+        assert torch.allclose(net.embed(x), torch.stack(by_shift).mean(dim=0), atol=1e-5)
+        net.train()
+        plain = net.embed(x)
+    assert torch.allclose(plain, net.encode(net.normalize(mel)), atol=1e-5)  # training sees each clip once
+    with pytest.raises(ValueError, match="eval_shifts 40"):
+        ProtoNet(AUDIO, ModelConfig(eval_shifts=40))
