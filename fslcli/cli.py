@@ -582,6 +582,15 @@ def eval_cmd(
             help="Excerpts per clip, the first at its onset, averaged (default: the model's setting, 1 for new models).",
         ),
     ] = None,
+    shifts: Annotated[
+        int | None,
+        typer.Option(
+            "--shifts",
+            min=0,
+            help="Average each clip's embeddings over its log-mel shifted by -K..K bands (default: the model's "
+            "setting; 0: off).",
+        ),
+    ] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
@@ -602,6 +611,11 @@ def eval_cmd(
     device = device_for()
     net = loaded.net.to(device)
     n_windows = windows or loaded.config.eval_windows
+    if shifts is not None:
+        if shifts >= loaded.config.audio.n_mels:
+            n = loaded.config.audio.n_mels
+            raise FslError(f"--shifts {shifts}: the model's spectrograms have {n} bands; choose 0 to {n - 1}")
+        net.config = replace(net.config, eval_shifts=shifts)
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
         _warn_skipped(prep.skipped)
@@ -878,7 +892,12 @@ def info(
         f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
     )
     table.add_row("compared by", f"{m['distance']} distance, embeddings {m.get('embedding_norm', 'none')}")
-    table.add_row("evaluation", f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset")
+    shifts = m.get("eval_shifts", 0)
+    table.add_row(
+        "evaluation",
+        f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset"
+        + (f"; mean over band shifts -{shifts}..{shifts}" if shifts else ""),
+    )
     table.add_row(
         "audio",
         f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} {a.get('frequency_scale', 'mel')} "

@@ -126,6 +126,7 @@ def eval_summary(
             "queries": cfg.queries,
             "seed": seed,
             "eval_windows": n_windows,
+            "eval_shifts": loaded.net.config.eval_shifts,
             "dataset": source.to_dict(),
             "test_classes": result.classes,
         },

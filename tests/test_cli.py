@@ -143,6 +143,16 @@ def test_eval_json(runner: CliRunner, trained_model: Path) -> None:
     assert again == r  # the same seed gives the same numbers
 
 
+def test_eval_shifts_changes_the_embeddings_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
+    plain = eval_json(runner, trained_model)
+    shifted = eval_json(runner, trained_model, "--shifts", "2")
+    assert plain["settings"]["eval_shifts"] == 0 and shifted["settings"]["eval_shifts"] == 2
+    assert shifted["episodes"] == plain["episodes"]
+    assert shifted["per_class"] != plain["per_class"] or shifted["confusion"] != plain["confusion"]
+    res = runner.invoke(app, ["eval", str(trained_model), "--shifts", "99"])
+    assert res.exit_code == 1 and "--shifts 99" in res.stderr and "bands" in res.stderr
+
+
 def test_eval_default_model_is_the_newest_run(
     runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
