@@ -72,7 +72,11 @@ def tutorial_config(seed: int, steps: int, val_every: int, val_episodes: int, ac
             sample_rate=16_000, excerpt_seconds=1.0, n_fft=400, hop_length=200, n_mels=64, compression="power"
         ),
         model=ModelConfig(
-            backbone="tutorial", channels=(32, 64, 128, 256, 512), input_norm="none", embedding_norm="none"
+            backbone="tutorial",
+            channels=(32, 64, 128, 256, 512),
+            input_norm="none",
+            embedding_norm="none",
+            eval_shifts=0,
         ),
         episode=EpisodeConfig(ways=5, shots=5, queries=20),
         augment=no_augmentation(),

@@ -224,6 +224,7 @@ RESCORE_OPTIONS: tuple[tuple[str, int, int], ...] = (
     ("w1-shift1", 1, 1),
     ("w1-shift2", 1, 2),
     ("w1-shift3", 1, 3),
+    ("w3-shift2", 3, 2),
 )
 
 
@@ -272,7 +273,8 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
                 members.setdefault((label, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
         table[run.name] = row
         print(run.name, json.dumps(row), flush=True)
-    if len(run_dirs) > 1:
+    # An ensemble needs its members scored on the same clips (the same held-out fold).
+    if len(run_dirs) > 1 and all(p[1] == parts[0][1] for parts in members.values() for p in parts):
         # Concatenated unit-length embeddings: squared distances are the sum of the members'.
         row = {}
         for (label, shots), parts in members.items():

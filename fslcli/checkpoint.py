@@ -177,6 +177,9 @@ def load_model(path: Path) -> LoadedModel:
         if "embedding_norm" not in settings.get("model", {}):
             # Written before embeddings were normalised: compare them as they were.
             settings = {**settings, "model": {**settings.get("model", {}), "embedding_norm": "none"}}
+        if "eval_shifts" not in settings.get("model", {}):
+            # Written before test-time band shifts: embed each clip once, as it was evaluated.
+            settings = {**settings, "model": {**settings.get("model", {}), "eval_shifts": 0}}
         config = RunConfig.from_dict(settings)
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])

@@ -86,10 +86,10 @@ class ModelConfig:
     pooling: str = "global"
     #: Dropout on the pooled features before the projection, in training only (conv/resnet).
     dropout: float = 0.0
-    #: Test-time averaging outside training: a clip's embedding is the mean of its embeddings
-    #: with the log-mel shifted by -k..k bands (k = this; training's band-shift augmentation
-    #: shifts the same way). 0 embeds each clip once.
-    eval_shifts: int = 0
+    #: Test-time averaging outside training (validation, evaluation, embed, predict, plots): a
+    #: clip's embedding is the mean of its embeddings with the log-mel shifted by -k..k bands
+    #: (k = this; training's band-shift augmentation shifts the same way). 0 embeds each clip once.
+    eval_shifts: int = 2
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,15 @@ def test_model_files_from_before_embedding_norm_load_unnormalised(trained_model:
     assert torch.equal(loaded.net.finish(emb), emb)
 
 
+def test_model_files_from_before_eval_shifts_embed_each_clip_once(trained_model: Path, tmp_path: Path) -> None:
+    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
+    assert payload["settings"]["model"]["eval_shifts"] == 2  # the default
+    del payload["settings"]["model"]["eval_shifts"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert load_model(old).config.model.eval_shifts == 0
+
+
 def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
     trained_model: Path, gm_home: Path, tmp_path: Path
 ) -> None:
