@@ -896,7 +896,7 @@ def info(
     table.add_row(
         "evaluation",
         f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset"
-        + (f"; mean over band shifts -{shifts}..{shifts}" if shifts else ""),
+        + (f", band shifts -{shifts}..{shifts}" if shifts else ""),
     )
     table.add_row(
         "audio",
