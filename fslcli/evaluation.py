@@ -107,9 +107,7 @@ def clip_windows(cache: WaveCache, ids: Sequence[int], excerpt: int, n_windows: 
     ``(n_windows_total, excerpt)`` and their owner positions."""
     clip_ids, starts, owners = [], [], []
     for pos, i in enumerate(ids):
-        begin = int(cache.offsets[i])
-        wave = cache.waves[begin : begin + int(cache.lengths[i])]
-        for start in clip_window_starts(wave, excerpt, n_windows, cache.sample_rate):
+        for start in clip_window_starts(cache.clip(i), excerpt, n_windows, cache.sample_rate):
             clip_ids.append(int(i))
             starts.append(start)
             owners.append(pos)

@@ -141,6 +141,11 @@ class WaveCache:
     def __len__(self) -> int:
         return len(self.clips)
 
+    def clip(self, i: int) -> np.ndarray:
+        """All of clip ``i``: a memory-mapped view (nothing is read until it is used)."""
+        begin = int(self.offsets[i])
+        return self.waves[begin : begin + int(self.lengths[i])]
+
     def excerpt(self, i: int, start: int, length: int) -> np.ndarray:
         """``(length,)`` samples of clip ``i`` from ``start``; zero-padded past its end."""
         return self.excerpts(np.asarray([i]), np.asarray([start]), length)[0]

@@ -201,8 +201,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if aug.random_crop and aug.onset_crop_seconds > 0:
             self.onsets = np.zeros(len(cache.lengths), dtype=np.int64)
             for i in (int(i) for ids in pool.values() for i in ids):
-                begin = int(cache.offsets[i])
-                self.onsets[i] = clip_onset(cache.waves[begin : begin + int(cache.lengths[i])], cache.sample_rate)
+                self.onsets[i] = clip_onset(cache.clip(i), cache.sample_rate)
 
     def __len__(self) -> int:
         return self.steps

@@ -128,6 +128,13 @@ def test_excerpt_pads_short_clips_with_zeros(tmp_path: Path, rng: np.random.Gene
     assert not got[take:].any()
 
 
+def test_clip_is_the_whole_clip(tmp_path: Path, rng: np.random.Generator) -> None:
+    clips = write_clips(tmp_path / "audio", rng, [400, 700])
+    cache, _ = open_cache(clips, SR, tmp_path / "cache")
+    assert cache.clip(1).shape == (700,)
+    np.testing.assert_array_equal(cache.clip(1), cache.excerpt(1, 0, 700))
+
+
 def test_undecodable_file_is_skipped_with_a_reason(tmp_path: Path, rng: np.random.Generator) -> None:
     clips = write_clips(tmp_path / "audio", rng, [1600, 800])
     bad = tmp_path / "audio" / "bad.wav"
