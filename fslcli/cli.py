@@ -612,9 +612,10 @@ def eval_cmd(
     net = loaded.net.to(device)
     n_windows = windows or loaded.config.eval_windows
     if shifts is not None:
-        if shifts >= loaded.config.audio.n_mels:
-            n = loaded.config.audio.n_mels
-            raise FslError(f"--shifts {shifts}: the model's spectrograms have {n} bands; choose 0 to {n - 1}")
+        from fslcli.model import eval_shifts_problem
+
+        if why := eval_shifts_problem(shifts, loaded.config.audio.n_mels):
+            raise FslError(f"--shifts {shifts}: {why}")
         net.config = replace(net.config, eval_shifts=shifts)
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)

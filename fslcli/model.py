@@ -75,6 +75,13 @@ def shift_bands(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
+def eval_shifts_problem(k: int, n_bands: int) -> str | None:
+    """Why ``k`` band shifts cannot be averaged over spectrograms of ``n_bands`` bands, or None."""
+    if 0 <= k < n_bands:
+        return None
+    return f"the spectrograms have {n_bands} bands; choose 0 (off) to {n_bands - 1}"
+
+
 FREQUENCY_SCALES: tuple[str, ...] = ("mel", "log")
 #: Lowest band edge of the "log" filterbank when ``f_min`` is 0 (Hz; below the lowest TinySOL note's
 #: second harmonic, about 73 Hz).
@@ -224,8 +231,8 @@ class ProtoNet(nn.Module):
                 "use more mel bands or pooling 'global'"
             )
         per_channel = 2 * (bands if model.pooling == "time" else 1)
-        if not 0 <= model.eval_shifts < audio.n_mels:
-            raise ValueError(f"eval_shifts {model.eval_shifts}: choose 0 (off) up to {audio.n_mels - 1} bands")
+        if why := eval_shifts_problem(model.eval_shifts, audio.n_mels):
+            raise ValueError(f"eval_shifts {model.eval_shifts}: {why}")
         if not 0.0 <= model.dropout < 1.0:
             raise ValueError(f"dropout {model.dropout}: choose a value in [0, 1)")
         self.drop = nn.Dropout(model.dropout) if model.dropout > 0 else nn.Identity()
