@@ -239,13 +239,20 @@ def shift_averaged(net, k: int):
         net.config = saved
 
 
+#: Shrinkages of the within-class covariance that ``rescore`` compares for "whitened" embeddings.
+RESCORE_SHRINKAGES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
 def rescore(run_dirs: list[Path], data_home: Path) -> None:
-    """Score trained study runs under more evaluation-time options (windows per clip, and
-    centring on the training mean or on each episode's support mean); paired comparisons."""
+    """Score trained study runs under more evaluation-time options (windows per clip; centring
+    on the training mean or on each episode's support mean; whitening by the training classes'
+    within-class covariance); paired comparisons."""
     import torch
+    import torch.nn.functional as F
 
     from fslcli.checkpoint import load_model
     from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
+    from fslcli.model import within_class_whitener
 
     source = DataSource("tinysol-gm", data_home)
     table: dict[str, dict[str, float]] = {}
@@ -255,11 +262,16 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
         loaded = load_model(run / "model.pt")
         net, cfg = loaded.net, loaded.config
         prep = prepare(source, cfg.split, cfg.audio.sample_rate, None)
-        train_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
+        label_of = {int(i): k for k, c in enumerate(sorted(prep.pools.train)) for i in prep.pools.train[c]}
+        train_ids = sorted(label_of)
+        train_labels = torch.tensor([label_of[i] for i in train_ids])
         row: dict[str, float] = {}
         for label, windows, shifts in RESCORE_OPTIONS:
             with shift_averaged(net, shifts):
-                center = embed_cached(net, prep.cache, train_ids, windows, finish=False).mean(dim=0)
+                train_emb = embed_cached(net, prep.cache, train_ids, windows, finish=False)
+            center = train_emb.mean(dim=0)
+            unit = transform(train_emb, center, "cl2")
+            whiteners = {lam: within_class_whitener(unit, train_labels, lam) for lam in RESCORE_SHRINKAGES}
             for shots in (5, 1):
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
                 ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
@@ -269,6 +281,10 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
                 for kind in ("raw", "cl2"):
                     acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()
                     row[f"{label}-{kind}-{shots}shot"] = round(float(acc), 4)
+                for lam, w in whiteners.items():
+                    white = F.normalize(transform(emb, center, "cl2") @ w, dim=-1)
+                    acc = score_episodes(net, white, pos, episodes).accuracy.mean()
+                    row[f"{label}-white{lam}-{shots}shot"] = round(float(acc), 4)
                 row[f"{label}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
                 members.setdefault((label, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
         table[run.name] = row

@@ -77,6 +77,7 @@ class InputNorm(str, Enum):
 
 
 class EmbeddingNorm(str, Enum):
+    whitened = "whitened"
     centered_l2 = "centered-l2"
     l2 = "l2"
     none = "none"
@@ -358,7 +359,10 @@ def train(
         EmbeddingNorm,
         typer.Option(
             "--embedding-norm",
-            help="How embeddings are compared: centered-l2 (minus the training clips' mean, unit length), l2 or none.",
+            help=(
+                "How embeddings are compared: whitened (centered-l2, then whitened by the training classes' "
+                "within-class covariance), centered-l2 (minus the training clips' mean, unit length), l2 or none."
+            ),
         ),
     ] = EmbeddingNorm(_MODEL_DEFAULTS.embedding_norm),
     class_loss_weight: Annotated[
@@ -892,7 +896,9 @@ def info(
         f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, pooling {m.get('pooling', 'global')}, "
         f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
     )
-    table.add_row("compared by", f"{m['distance']} distance, embeddings {m.get('embedding_norm', 'none')}")
+    norm = m.get("embedding_norm", "none")
+    norm = f"whitened (shrinkage {m.get('whiten_shrinkage')})" if norm == "whitened" else f"embeddings {norm}"
+    table.add_row("compared by", f"{m['distance']} distance, {norm}")
     shifts = m.get("eval_shifts", 0)
     table.add_row(
         "evaluation",

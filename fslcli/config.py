@@ -74,11 +74,18 @@ class ModelConfig:
     #: Input normalisation: "band" (each mel band standardised by BatchNorm), "clip"
     #: (each spectrogram standardised on its own: gain-invariant) or "none".
     input_norm: str = "band"
-    #: How embeddings are compared at validation, evaluation and inference: "centered-l2"
-    #: (minus the mean embedding of training clips, then unit length: SimpleShot's CL2N,
-    #: Wang et al. 2019), "l2" (unit length) or "none" (as the backbone outputs them).
+    #: How embeddings are compared at validation, evaluation and inference:
+    #: "whitened" (the default): "centered-l2", then whitened by the training classes'
+    #: within-class covariance (shrunk by ``whiten_shrinkage``) and unit length again, so the
+    #: directions in which recordings of one instrument vary (pitch, dynamics) count less than
+    #: those that tell instruments apart (within-class covariance normalisation, Hatch et al. 2006);
+    #: "centered-l2" (minus the mean embedding of training clips, then unit length: SimpleShot's
+    #: CL2N, Wang et al. 2019), "l2" (unit length) or "none" (as the backbone outputs them).
     #: Training episodes always use the backbone's output.
-    embedding_norm: str = "centered-l2"
+    embedding_norm: str = "whitened"
+    #: With "whitened": the weight, from 0 to 1, of a multiple of the identity mixed into the
+    #: within-class covariance before it is inverted (1: no whitening).
+    whiten_shrinkage: float = 0.2
     #: How the conv/resnet feature map becomes one vector: "global" (mean and max over time and
     #: frequency: shift-invariant in frequency) or "time" (mean and max over time only, each
     #: remaining frequency band kept apart, so where in the spectrum a pattern sits is kept).

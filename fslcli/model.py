@@ -22,7 +22,7 @@ BACKBONES: tuple[str, ...] = ("conv", "resnet", "tutorial")
 POOLINGS: tuple[str, ...] = ("global", "time")
 DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
 INPUT_NORMS: tuple[str, ...] = ("band", "clip", "none")
-EMBEDDING_NORMS: tuple[str, ...] = ("centered-l2", "l2", "none")
+EMBEDDING_NORMS: tuple[str, ...] = ("whitened", "centered-l2", "l2", "none")
 
 #: Added to mel power before the log, so silence gives a finite floor rather than -inf.
 LOG_FLOOR = 1e-6
@@ -206,6 +206,32 @@ class ConvBlock(nn.Module):
         return self.net(x)
 
 
+def within_class_whitener(emb: torch.Tensor, labels: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """``(n, dim)`` embeddings and their ``(n,)`` class indices -> ``(dim, dim)`` symmetric W
+    such that ``emb @ W`` has an identity within-class covariance (within-class covariance
+    normalisation: directions in which recordings of one class vary weigh less than the
+    directions between classes).
+
+    The covariance is first shrunk toward a multiple of the identity with the same trace:
+    ``(1 - shrinkage) * S + shrinkage * trace(S) / dim * I``; 1 leaves embeddings unchanged
+    (up to scale). Without any within-class spread, W is the identity.
+    """
+    x = emb.double()
+    classes, idx = torch.unique(labels, return_inverse=True)
+    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, idx, x)
+    means = means / torch.bincount(idx, minlength=len(classes)).unsqueeze(1)
+    resid = x - means[idx]
+    cov = resid.T @ resid / len(x)
+    scale = float(torch.trace(cov)) / x.shape[1]
+    eye = torch.eye(x.shape[1], dtype=x.dtype)
+    if scale <= 0.0:
+        return eye.to(emb.dtype)
+    cov = (1.0 - shrinkage) * cov + shrinkage * scale * eye
+    evals, evecs = torch.linalg.eigh(cov)
+    evals = evals.clamp(min=1e-6 * scale)
+    return (evecs @ torch.diag(evals.rsqrt()) @ evecs.T).to(emb.dtype)
+
+
 class ProtoNet(nn.Module):
     """Waveforms -> embeddings, and the prototypical head over episodes."""
 
@@ -221,6 +247,8 @@ class ProtoNet(nn.Module):
             raise ValueError(f"embedding_norm {model.embedding_norm!r}: choose one of {EMBEDDING_NORMS}")
         if model.pooling not in POOLINGS:
             raise ValueError(f"pooling {model.pooling!r}: choose one of {POOLINGS}")
+        if not 0.0 <= model.whiten_shrinkage <= 1.0:
+            raise ValueError(f"whiten_shrinkage {model.whiten_shrinkage}: use a value from 0 to 1")
         # Frequency bands left after the body's 2x2 max-pools (one per block), for "time" pooling.
         bands = audio.n_mels
         for _ in model.channels:
@@ -264,11 +292,15 @@ class ProtoNet(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
         # Channels-last convolutions and pooling run about 1.5x faster on CPUs (oneDNN) and suit GPUs.
         self.body.to(memory_format=torch.channels_last)
-        if model.embedding_norm == "centered-l2":
-            # Mean embedding of training clips, set by training (``set_center``); saved with the model.
+        # Set by training (``calibrate``) from training clips' embeddings; saved with the model.
+        if model.embedding_norm in ("whitened", "centered-l2"):
             self.register_buffer("center", torch.zeros(self.dim))
         else:
             self.center = None
+        if model.embedding_norm == "whitened":
+            self.register_buffer("whitener", torch.eye(self.dim))
+        else:
+            self.whitener = None
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> normalised input ``(batch, 1, n_mels, frames)``."""
@@ -316,13 +348,24 @@ class ProtoNet(nn.Module):
             return emb
         if self.center is not None:
             emb = emb - self.center.to(emb)
-        return F.normalize(emb, dim=-1)
+        emb = F.normalize(emb, dim=-1)
+        if self.whitener is not None:
+            emb = F.normalize(emb @ self.whitener.to(emb), dim=-1)
+        return emb
 
     @torch.no_grad()
-    def set_center(self, emb: torch.Tensor) -> None:
-        """Centre future embeddings on the mean of ``emb`` ``(n, dim)`` (training clips)."""
-        if self.center is not None:
-            self.center.copy_(emb.mean(dim=0).to(self.center))
+    def calibrate(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fit what :meth:`finish` subtracts and whitens with to training clips: ``emb``
+        ``(n, dim)`` their backbone embeddings, ``labels`` ``(n,)`` their class indices."""
+        if self.center is None:
+            return
+        # A small eigenproblem: on the CPU, in float64 for a well-conditioned inverse square root.
+        emb, labels = emb.detach().double().cpu(), labels.cpu()
+        center = emb.mean(dim=0)
+        self.center.copy_(center.to(self.center))
+        if self.whitener is not None:
+            unit = F.normalize(emb - center, dim=-1)
+            self.whitener.copy_(within_class_whitener(unit, labels, self.config.whiten_shrinkage).to(self.whitener))
 
     def logits(self, query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         """``(..., n_query, dim)``, ``(..., ways, dim)`` -> ``(..., n_query, ways)``."""

@@ -336,7 +336,7 @@ def test_info(runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatc
     assert "fslcli-protonet v1" in text
     assert hashlib.sha256(trained_model.read_bytes()).hexdigest()[:16] in text.replace(" ", "")
     assert "3-way 2-shot 3 queries" in text and "2 steps" in text
-    assert "embeddings centered-l2" in text and "1 window(s) per clip" in text
+    assert "euclidean distance, whitened (shrinkage 0.2)" in text and "1 window(s) per clip" in text
     assert "pooling global" in text and "mel bands" in text
     (tmp_path / "runs" / "a").mkdir(parents=True)
     shutil.copy(trained_model, tmp_path / "runs" / "a" / "model.pt")

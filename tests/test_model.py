@@ -16,6 +16,7 @@ from fslcli.model import (
     prototypes,
     shift_bands,
     squared_euclidean,
+    within_class_whitener,
 )
 
 AUDIO = AudioConfig(excerpt_seconds=0.25, n_mels=32)  # 4000 samples -> 32 x 16 log-mel
@@ -226,13 +227,82 @@ def test_pool_before_relu_is_the_textbook_block(rng: np.random.Generator, backbo
 def test_centered_l2_embeddings_are_unit_length_around_the_center(rng: np.random.Generator) -> None:
     net = tiny(embedding_norm="centered-l2")
     emb = torch.from_numpy(rng.standard_normal((6, net.dim)).astype(np.float32)) + 5.0
-    net.set_center(emb)
+    net.calibrate(emb, torch.tensor([0, 0, 0, 1, 1, 1]))
     assert torch.allclose(net.center, emb.mean(0))
     out = net.finish(emb)
     assert torch.allclose(out.norm(dim=-1), torch.ones(6), atol=1e-6)
     assert torch.allclose(out, torch.nn.functional.normalize(emb - emb.mean(0), dim=-1))
     # the centre is part of the saved state, so a model file reproduces it
-    assert "center" in net.state_dict()
+    assert "center" in net.state_dict() and "whitener" not in net.state_dict()
+
+
+def clustered(rng: np.random.Generator, spread: tuple[float, ...], n_per_class: int, means: np.ndarray):
+    """``len(means)`` classes of ``n_per_class`` points, each class's spread per axis ``spread``."""
+    x = np.concatenate([m + rng.standard_normal((n_per_class, len(spread))) * spread for m in means])
+    y = np.repeat(np.arange(len(means)), n_per_class)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def test_within_class_whitener_gives_identity_within_class_covariance(rng: np.random.Generator) -> None:
+    means = rng.standard_normal((3, 4)) * 10
+    x, y = clustered(rng, (5.0, 0.2, 1.0, 3.0), 400, means)
+    # correlated spread, not only along the axes
+    x = x @ torch.from_numpy(np.linalg.qr(rng.standard_normal((4, 4)))[0])
+    w = within_class_whitener(x, y, shrinkage=0.0)
+    assert torch.allclose(w, w.T)
+    z = x @ w
+    resid = z - torch.stack([z[y == k].mean(0) for k in range(3)])[y]
+    assert torch.allclose(resid.T @ resid / len(z), torch.eye(4, dtype=z.dtype), atol=1e-8)
+
+
+def test_full_shrinkage_only_scales_and_no_spread_gives_identity(rng: np.random.Generator) -> None:
+    x, y = clustered(rng, (5.0, 0.2, 1.0), 50, rng.standard_normal((2, 3)))
+    w = within_class_whitener(x, y, shrinkage=1.0)
+    assert torch.allclose(w, w[0, 0] * torch.eye(3, dtype=w.dtype))
+    points = torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 0.0]])
+    assert torch.equal(within_class_whitener(points, torch.tensor([0, 0, 1]), 0.2), torch.eye(2))
+
+
+def test_whitening_discounts_the_direction_a_class_varies_in(rng: np.random.Generator) -> None:
+    # Two classes 1 apart along x; each varies 25x more along y (a nuisance such as pitch).
+    # 1-shot episodes: raw distances are dominated by y, whitened ones are not.
+    means = np.array([[0.0, 0.0], [1.0, 0.0]])
+    x, y = clustered(rng, (0.2, 5.0), 500, means)
+    w = within_class_whitener(x, y, shrinkage=0.0)
+    shots = torch.stack([torch.from_numpy(rng.integers(0, 500, 200)), torch.from_numpy(rng.integers(500, 1000, 200))])
+
+    def accuracy(z: torch.Tensor) -> float:
+        """Mean over 200 episodes (one random example per class) of nearest-example accuracy."""
+        pred = (-squared_euclidean(z.unsqueeze(0), z[shots.T])).argmax(-1)  # (episodes, points)
+        return float((pred == y).double().mean())
+
+    raw, white = accuracy(x), accuracy(x @ w)
+    assert raw < 0.7
+    assert white > 0.9
+
+
+def test_whitened_embeddings_are_calibrated_on_training_clips(rng: np.random.Generator) -> None:
+    net = tiny()  # the default embedding_norm
+    assert net.config.embedding_norm == "whitened"
+    emb = torch.from_numpy(rng.standard_normal((40, net.dim)).astype(np.float32)) * 2 + 3.0
+    labels = torch.arange(4).repeat_interleave(10)
+    assert torch.equal(net.whitener, torch.eye(net.dim))  # until calibrated
+    net.calibrate(emb, labels)
+    assert torch.allclose(net.center, emb.mean(0))
+    unit = torch.nn.functional.normalize(emb.double() - emb.double().mean(0), dim=-1)
+    expected = within_class_whitener(unit, labels, net.config.whiten_shrinkage)
+    assert torch.allclose(net.whitener, expected.float())
+    out = net.finish(emb)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(40), atol=1e-6)
+    assert torch.allclose(out, torch.nn.functional.normalize(unit.float() @ net.whitener, dim=-1), atol=1e-6)
+    # both are part of the saved state, so a model file reproduces them
+    assert {"center", "whitener"} <= set(net.state_dict())
+
+
+@pytest.mark.parametrize("shrinkage", [-0.1, 1.5])
+def test_whiten_shrinkage_outside_0_to_1_is_refused(shrinkage: float) -> None:
+    with pytest.raises(ValueError, match=f"whiten_shrinkage {shrinkage}"):
+        tiny(whiten_shrinkage=shrinkage)
 
 
 def test_l2_and_none_embedding_norms(rng: np.random.Generator) -> None:

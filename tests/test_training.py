@@ -232,30 +232,56 @@ def test_same_seed_twice_gives_identical_weights(trained_model: Path, gm_home: P
     states_equal(a, b)
 
 
-def test_model_file_keeps_the_training_clips_mean_embedding(trained_model: Path, gm_home: Path) -> None:
-    # embedding_norm "centered-l2" (the default): the centre saved in model.pt is the mean
-    # embedding of a fixed subset of training clips, computed by the saved weights.
+def test_model_file_keeps_the_training_clips_calibration(trained_model: Path, gm_home: Path) -> None:
+    # embedding_norm "whitened" (the default): the centre and whitener saved in model.pt are the
+    # mean and within-class whitener of a fixed subset of training clips, embedded by the saved weights.
     from fslcli.datasets import DataSource
     from fslcli.evaluation import embed_windows
+    from fslcli.model import within_class_whitener
     from fslcli.workflows import prepare
 
     loaded = load_model(trained_model)
     config = loaded.config
-    assert config.model.embedding_norm == "centered-l2"
+    assert config.model.embedding_norm == "whitened"
     prep = prepare(DataSource("tinysol-gm", gm_home), config.split, config.audio.sample_rate, None)
     val = training.make_val_data(prep.cache, prep.pools.val, config, prep.pools.train)
     n_val = len(val.ids)
     assert val.n_center == sum(min(len(v), training.MAX_CENTER_CLIPS_PER_CLASS) for v in prep.pools.train.values())
+    # this small set has fewer training clips per class than the cap: all of them calibrate,
+    # in index order, each labelled with its training class
+    names = sorted(prep.pools.train)
+    center_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
+    for clip, label in zip(center_ids, val.center_labels, strict=True):
+        assert clip in prep.pools.train[names[label]]
     keep = val.owners >= n_val
     per_clip = embed_windows(loaded.net, val.windows[keep], val.owners[keep] - n_val, val.n_center, finish=False)
     assert torch.allclose(loaded.net.center, per_clip.mean(0), atol=1e-4)
     assert loaded.net.center.abs().sum() > 0
+    unit = torch.nn.functional.normalize(per_clip.double() - per_clip.double().mean(0), dim=-1)
+    expected = within_class_whitener(unit, torch.from_numpy(val.center_labels), config.model.whiten_shrinkage)
+    assert torch.allclose(loaded.net.whitener, expected.float(), atol=1e-3)
+    assert not torch.equal(loaded.net.whitener, torch.eye(loaded.net.dim))
+
+
+def test_model_files_with_centered_l2_embeddings_still_load(trained_model: Path, tmp_path: Path) -> None:
+    # Written before whitening became the default: compared as they were, without a whitener.
+    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
+    payload["settings"]["model"]["embedding_norm"] = "centered-l2"
+    del payload["settings"]["model"]["whiten_shrinkage"]
+    del payload["state_dict"]["whitener"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    net = load_model(old).net
+    assert net.whitener is None
+    emb = torch.randn(3, net.dim)
+    assert torch.allclose(net.finish(emb), torch.nn.functional.normalize(emb - net.center, dim=-1))
 
 
 def test_model_files_from_before_embedding_norm_load_unnormalised(trained_model: Path, tmp_path: Path) -> None:
     payload = torch.load(trained_model, map_location="cpu", weights_only=True)
     del payload["settings"]["model"]["embedding_norm"]
     del payload["state_dict"]["center"]
+    del payload["state_dict"]["whitener"]
     old = tmp_path / "old.pt"
     torch.save(payload, old)
     loaded = load_model(old)
