@@ -247,6 +247,7 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
     """Score trained study runs under more evaluation-time options (windows per clip; centring
     on the training mean or on each episode's support mean; whitening by the training classes'
     within-class covariance); paired comparisons."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -271,7 +272,19 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
                 train_emb = embed_cached(net, prep.cache, train_ids, windows, finish=False)
             center = train_emb.mean(dim=0)
             unit = transform(train_emb, center, "cl2")
-            whiteners = {lam: within_class_whitener(unit, train_labels, lam) for lam in RESCORE_SHRINKAGES}
+            whiteners = {
+                str(lam): (center, within_class_whitener(unit, train_labels, lam)) for lam in RESCORE_SHRINKAGES
+            }
+            # The same from only 20 clips per training class (a seeded subset): how many the estimate needs.
+            rng = np.random.default_rng(0)
+            few = torch.from_numpy(
+                np.concatenate(
+                    [rng.choice(np.flatnonzero(train_labels == k), 20, replace=False) for k in train_labels.unique()]
+                )
+            )
+            few_center = train_emb[few].mean(dim=0)
+            few_unit = transform(train_emb[few], few_center, "cl2")
+            whiteners["0.2-20clips"] = (few_center, within_class_whitener(few_unit, train_labels[few], 0.2))
             for shots in (5, 1):
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
                 ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
@@ -281,8 +294,8 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
                 for kind in ("raw", "cl2"):
                     acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()
                     row[f"{label}-{kind}-{shots}shot"] = round(float(acc), 4)
-                for lam, w in whiteners.items():
-                    white = F.normalize(transform(emb, center, "cl2") @ w, dim=-1)
+                for lam, (c, w) in whiteners.items():
+                    white = F.normalize(transform(emb, c, "cl2") @ w, dim=-1)
                     acc = score_episodes(net, white, pos, episodes).accuracy.mean()
                     row[f"{label}-white{lam}-{shots}shot"] = round(float(acc), 4)
                 row[f"{label}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
