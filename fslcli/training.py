@@ -274,9 +274,15 @@ class ValData:
 #: memory and time do not grow with the dataset.
 MAX_VAL_CLIPS_PER_CLASS = 30
 #: The embedding centre and within-class covariance are estimated from at most this many
-#: training clips per class (a seeded subset). The covariance of a 256-d embedding needs many:
-#: on held-out training classes, 20 per class lost 0.01-0.03 of accuracy against all of them.
-MAX_CENTER_CLIPS_PER_CLASS = 150
+#: training clips in all, split evenly over the training classes (a seeded subset of each). The
+#: covariance of a 256-d embedding needs many: on held-out training classes, 20 clips per class
+#: lost 0.01-0.04 of accuracy against all of them (about 130).
+MAX_CENTER_CLIPS = 1500
+
+
+def center_clips_per_class(n_classes: int) -> int:
+    """How many training clips per class calibrate the comparison space (at least 20)."""
+    return max(20, MAX_CENTER_CLIPS // max(1, n_classes))
 
 
 def _subset(pool: Pool, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -296,7 +302,7 @@ def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig, train_pool: P
     wins, owners = clip_windows(cache, ids, excerpt, config.eval_windows)
     if config.model.embedding_norm not in ("whitened", "centered-l2") or not train_pool:
         return ValData(wins, owners, ids, episodes)
-    chosen = _subset(train_pool, MAX_CENTER_CLIPS_PER_CLASS, rng)
+    chosen = _subset(train_pool, center_clips_per_class(len(train_pool)), rng)
     label_of = {int(i): k for k, c in enumerate(sorted(chosen)) for i in chosen[c]}
     center_ids = sorted(label_of)
     c_wins, c_owners = clip_windows(cache, center_ids, excerpt, config.eval_windows)
@@ -424,7 +430,7 @@ def _lit_module_class():
             emb = emb / torch.bincount(own, minlength=n).clamp(min=1).unsqueeze(1).float()
             if self.val.n_center:
                 # Saved with this validation's checkpoint, so model.pt compares as validation did.
-                self.net.calibrate(emb[n_val:].to(self.device), torch.from_numpy(self.val.center_labels))
+                self.net.calibrate(emb[n_val:], torch.from_numpy(self.val.center_labels))
             emb = self.net.finish(emb[:n_val].to(self.device))
             pos = {c: k for k, c in enumerate(self.val.ids)}
             with torch.no_grad():

@@ -246,7 +246,8 @@ def test_model_file_keeps_the_training_clips_calibration(trained_model: Path, gm
     prep = prepare(DataSource("tinysol-gm", gm_home), config.split, config.audio.sample_rate, None)
     val = training.make_val_data(prep.cache, prep.pools.val, config, prep.pools.train)
     n_val = len(val.ids)
-    assert val.n_center == sum(min(len(v), training.MAX_CENTER_CLIPS_PER_CLASS) for v in prep.pools.train.values())
+    per_class = training.center_clips_per_class(len(prep.pools.train))
+    assert val.n_center == sum(min(len(v), per_class) for v in prep.pools.train.values())
     # this small set has fewer training clips per class than the cap: all of them calibrate,
     # in index order, each labelled with its training class
     names = sorted(prep.pools.train)
