@@ -279,7 +279,12 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
             rng = np.random.default_rng(0)
             few = torch.from_numpy(
                 np.concatenate(
-                    [rng.choice(np.flatnonzero(train_labels == k), 20, replace=False) for k in train_labels.unique()]
+                    [
+                        rng.choice(
+                            np.flatnonzero(train_labels == k), min(20, int((train_labels == k).sum())), replace=False
+                        )
+                        for k in train_labels.unique()
+                    ]
                 )
             )
             few_center = train_emb[few].mean(dim=0)
