@@ -266,8 +266,12 @@ class ValData:
     owners: np.ndarray
     ids: list[int]
     episodes: list[Episode]
-    n_center: int = 0
     center_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def n_center(self) -> int:
+        """How many calibration clips follow the validation clips."""
+        return len(self.center_labels)
 
 
 #: Validation draws from at most this many held-out clips per class (a seeded subset), so its
@@ -311,7 +315,6 @@ def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig, train_pool: P
         np.concatenate([owners, c_owners + len(ids)]),
         ids,
         episodes,
-        len(center_ids),
         np.array([label_of[i] for i in center_ids], dtype=np.int64),
     )
 
