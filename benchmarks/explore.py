@@ -114,6 +114,9 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         # Seventh round (CPU): training excerpts start near the clip's onset, as evaluation's do.
         "onset-crop-0.25": replace(base, augment=replace(au, onset_crop_seconds=0.25)),
         "onset-crop-0.5": replace(base, augment=replace(au, onset_crop_seconds=0.5)),
+        # Eighth round (CPU): validate and keep a moving average of the weights.
+        "ema-0.99": replace(base, train=replace(t, ema_decay=0.99)),
+        "ema-0.995": replace(base, train=replace(t, ema_decay=0.995)),
     }
 
 
@@ -239,11 +242,47 @@ def shift_averaged(net, k: int):
         net.config = saved
 
 
+#: Weights of the support set's own within-class covariance (``support_cov_weight``) that
+#: ``rescore`` compares, with whitening at shrinkage 0.2.
+RESCORE_SUPPORT_WEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5)
+
+
+def support_adapted_accuracy(unit, whitener, weight: float, position: dict[int, int], episodes) -> float:
+    """Mean accuracy when each episode is whitened by the training covariance (the inverse square
+    of ``whitener``) mixed with its support set's within-class covariance, as
+    :meth:`ProtoNet.finish_episode` does; ``unit``: centred unit-length embeddings."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from fslcli.model import prototypes, squared_euclidean, support_adapted_factor
+
+    ways, shots, queries = episodes[0].support.shape[0], episodes[0].support.shape[1], episodes[0].query.shape[1]
+    w = whitener.double()
+    train_cov = torch.linalg.inv(w @ w)
+    labels = torch.arange(ways).repeat_interleave(shots)
+    sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
+    qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
+    correct = []
+    for k in range(0, len(episodes), 100):
+        s, q = unit[sup[k : k + 100]].double(), unit[qry[k : k + 100]].double()
+        factor = support_adapted_factor(train_cov, s, labels, weight)
+        s, q = (
+            F.normalize(
+                torch.linalg.solve_triangular(factor, x.transpose(-1, -2), upper=False).transpose(-1, -2), dim=-1
+            )
+            for x in (s, q)
+        )
+        pred = (-squared_euclidean(q, prototypes(s, ways))).argmax(-1).numpy()
+        correct.append(pred == np.repeat(np.arange(ways), queries)[None, :])
+    return float(np.concatenate(correct).mean())
+
+
 #: Shrinkages of the within-class covariance that ``rescore`` compares for "whitened" embeddings.
 RESCORE_SHRINKAGES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def rescore(run_dirs: list[Path], data_home: Path) -> None:
+def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()) -> None:
     """Score trained study runs under more evaluation-time options (windows per clip; centring
     on the training mean or on each episode's support mean; whitening by the training classes'
     within-class covariance); paired comparisons."""
@@ -268,6 +307,8 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
         train_labels = torch.tensor([label_of[i] for i in train_ids])
         row: dict[str, float] = {}
         for label, windows, shifts in RESCORE_OPTIONS:
+            if options and label not in options:
+                continue
             with shift_averaged(net, shifts):
                 train_emb = embed_cached(net, prep.cache, train_ids, windows, finish=False)
             center = train_emb.mean(dim=0)
@@ -303,6 +344,12 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
                     white = F.normalize(transform(emb, c, "cl2") @ w, dim=-1)
                     acc = score_episodes(net, white, pos, episodes).accuracy.mean()
                     row[f"{label}-white{lam}-{shots}shot"] = round(float(acc), 4)
+                # Whitening adapted to each episode's support set (``support_cov_weight``), 5-shot only.
+                if shots > 1:
+                    c, w = whiteners["0.2"]
+                    for weight in RESCORE_SUPPORT_WEIGHTS:
+                        acc = support_adapted_accuracy(transform(emb, c, "cl2"), w, weight, pos, episodes)
+                        row[f"{label}-white0.2-support{weight}-{shots}shot"] = round(acc, 4)
                 row[f"{label}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
                 members.setdefault((label, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
         table[run.name] = row
@@ -317,14 +364,29 @@ def rescore(run_dirs: list[Path], data_home: Path) -> None:
             row[f"{label}-cl2-{shots}shot"] = round(float(score_episodes(net, emb, pos, episodes).accuracy.mean()), 4)
         table["ensemble"] = row
         print("ensemble", json.dumps(row), flush=True)
+    print_rescore_table(table)
+
+
+def print_rescore_table(table: dict[str, dict[str, float]]) -> None:
+    """One row per option: each run's 5-shot/1-shot accuracy and the mean over single runs
+    ("-" where an option has no 1-shot score, such as support-set adaptation)."""
+
+    def cell(r: dict[str, float], key: str) -> str:
+        if key + "-5shot" not in r:
+            return ""
+        one = r.get(key + "-1shot")
+        return f"{r[key + '-5shot']:.3f}/" + (f"{one:.3f}" if one is not None else "-")
+
     keys = sorted({k.rsplit("-", 1)[0] for r in table.values() for k in r}, key=lambda k: (k[1], k))
-    print(f"{'option':18s} " + " ".join(f"{n[:22]:>22s}" for n in table) + "   mean of single runs (5-shot/1-shot)")
+    print(f"{'option':34s} " + " ".join(f"{n[:22]:>22s}" for n in table) + "   mean of single runs (5-shot/1-shot)")
     singles = [r for name, r in table.items() if name != "ensemble"]
     for k in keys:
-        cells = [f"{r[k + '-5shot']:.3f}/{r[k + '-1shot']:.3f}" if k + "-5shot" in r else "" for r in table.values()]
-        five = sum(r[k + "-5shot"] for r in singles) / len(singles)
-        one = sum(r[k + "-1shot"] for r in singles) / len(singles)
-        print(f"{k:18s} " + " ".join(f"{c:>22s}" for c in cells) + f"   {five:.3f}/{one:.3f}")
+        mean = {
+            f"{k}-{shots}shot": sum(r[f"{k}-{shots}shot"] for r in singles) / len(singles)
+            for shots in (5, 1)
+            if all(f"{k}-{shots}shot" in r for r in singles)
+        }
+        print(f"{k:34s} " + " ".join(f"{cell(r, k):>22s}" for r in table.values()) + f"   {cell(mean, k)}")
 
 
 def summarise(paths: list[Path]) -> None:
@@ -369,7 +431,13 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "summarise":
         summarise([Path(p) for p in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] == "rescore":
-        # rescore DATA_HOME RUN_DIR...
-        rescore([Path(p) for p in sys.argv[3:]], Path(sys.argv[2]))
+        # rescore DATA_HOME RUN_DIR... [--options w1-shift2,...]
+        args = sys.argv[2:]
+        opts: tuple[str, ...] = ()
+        if "--options" in args:
+            k = args.index("--options")
+            opts = tuple(args[k + 1].split(","))
+            args = args[:k] + args[k + 2 :]
+        rescore([Path(p) for p in args[1:]], Path(args[0]), opts)
     else:
         main()

@@ -180,6 +180,9 @@ def load_model(path: Path) -> LoadedModel:
         if "eval_shifts" not in settings.get("model", {}):
             # Written before test-time band shifts: embed each clip once, as it was evaluated.
             settings = {**settings, "model": {**settings.get("model", {}), "eval_shifts": 0}}
+        if "support_cov_weight" not in settings.get("model", {}):
+            # Written before episodes adapted the whitening to their support set: compare as it did.
+            settings = {**settings, "model": {**settings.get("model", {}), "support_cov_weight": 0.0}}
         config = RunConfig.from_dict(settings)
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])

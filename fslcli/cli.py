@@ -595,6 +595,15 @@ def eval_cmd(
             "setting; 0: off).",
         ),
     ] = None,
+    support_cov_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--support-cov-weight",
+            min=0.0,
+            help="Whitened models, episodes with 2+ shots: weight of the support set's own within-class covariance "
+            "in the whitening (default: the model's setting; 0: the training classes' alone).",
+        ),
+    ] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
@@ -621,6 +630,18 @@ def eval_cmd(
         if why := eval_shifts_problem(shifts, loaded.config.audio.n_mels):
             raise FslError(f"--shifts {shifts}: {why}")
         net.config = replace(net.config, eval_shifts=shifts)
+    if support_cov_weight is not None:
+        if support_cov_weight >= 1.0:
+            raise FslError(
+                f"--support-cov-weight {support_cov_weight}: use a value below 1 (the training classes' covariance "
+                "keeps the rest), such as 0.25"
+            )
+        if support_cov_weight > 0 and net.whitener is None:
+            raise FslError(
+                f"--support-cov-weight {support_cov_weight}: this model compares {net.config.embedding_norm!r} "
+                "embeddings, without a within-class covariance to mix with; use it with whitened models"
+            )
+        net.config = replace(net.config, support_cov_weight=support_cov_weight)
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
         _warn_skipped(prep.skipped)
@@ -897,7 +918,11 @@ def info(
         f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
     )
     norm = m.get("embedding_norm", "none")
-    norm = f"whitened (shrinkage {m.get('whiten_shrinkage')})" if norm == "whitened" else f"embeddings {norm}"
+    if norm == "whitened":
+        adapt = m.get("support_cov_weight", 0.0)
+        norm = f"whitened (shrinkage {m.get('whiten_shrinkage')}" + (f", support covariance {adapt})" if adapt else ")")
+    else:
+        norm = f"embeddings {norm}"
     table.add_row("compared by", f"{m['distance']} distance, {norm}")
     shifts = m.get("eval_shifts", 0)
     table.add_row(

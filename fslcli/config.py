@@ -86,6 +86,11 @@ class ModelConfig:
     #: With "whitened": the weight, from 0 to 1, of a multiple of the identity mixed into the
     #: within-class covariance before it is inverted (1: no whitening).
     whiten_shrinkage: float = 0.2
+    #: With "whitened": in an episode whose support set has two or more clips of some class
+    #: (5-shot, not 1-shot), the weight, from 0 to 1, of the support set's own within-class
+    #: covariance mixed into the training classes' before whitening (0: the training classes'
+    #: alone). Only labelled support clips are used, never the queries.
+    support_cov_weight: float = 0.1
     #: How the conv/resnet feature map becomes one vector: "global" (mean and max over time and
     #: frequency: shift-invariant in frequency) or "time" (mean and max over time only, each
     #: remaining frequency band kept apart, so where in the spectrum a pattern sits is kept).
@@ -153,6 +158,9 @@ class TrainConfig:
     #: Weight of an auxiliary loss: every clip of a training episode is also classified over
     #: all training classes by a linear head that is used only during training (0: off).
     class_loss_weight: float = 0.0
+    #: Decay of an exponential moving average of the weights (0: off). With it, validation,
+    #: calibration and ``model.pt`` use the averaged weights; training updates the raw ones.
+    ema_decay: float = 0.0
     val_every: int = 100
     val_episodes: int = 300
     accelerator: str = "auto"

@@ -142,11 +142,20 @@ class EpisodeScores:
     loss: np.ndarray | None = None
 
 
+#: Episodes put through :meth:`ProtoNet.finish_episode` at once (bounds its (E, dim, dim) factors).
+FINISH_CHUNK = 100
+
+
 @torch.no_grad()
 def score_episodes(
-    net: ProtoNet, emb: torch.Tensor, position: dict[int, int], episodes: Sequence[Episode]
+    net: ProtoNet, emb: torch.Tensor, position: dict[int, int], episodes: Sequence[Episode], finished: bool = True
 ) -> EpisodeScores:
-    """Score episodes on stored embeddings; ``position`` maps clip index -> row of ``emb``."""
+    """Score episodes on stored embeddings; ``position`` maps clip index -> row of ``emb``.
+
+    ``finished``: ``emb`` is already in the comparison space (:meth:`ProtoNet.finish`); with
+    False, ``emb`` holds backbone embeddings and each episode is finished with its own support
+    set (:meth:`ProtoNet.finish_episode`), as the model compares them.
+    """
     if not episodes:
         return EpisodeScores(np.zeros(0), [], [])
     emb = emb.to(next(net.parameters()).device)
@@ -156,6 +165,14 @@ def score_episodes(
     qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
     s_emb = emb[sup.to(emb.device)]  # (E, ways * shots, dim)
     q_emb = emb[qry.to(emb.device)]  # (E, ways * queries, dim)
+    if not finished:
+        labels = torch.arange(ways).repeat_interleave(episodes[0].support.shape[1])
+        parts = [
+            net.finish_episode(s_emb[i : i + FINISH_CHUNK], q_emb[i : i + FINISH_CHUNK], labels)
+            for i in range(0, len(episodes), FINISH_CHUNK)
+        ]
+        s_emb = torch.cat([s for s, _ in parts])
+        q_emb = torch.cat([q for _, q in parts])
     protos = prototypes(s_emb, ways)  # (E, ways, dim)
     logits = net.logits(q_emb, protos)  # (E, ways * queries, ways)
     pred = logits.argmax(dim=-1).cpu().numpy()
@@ -230,9 +247,9 @@ def evaluate(
     episodes = draw_episodes(pool, cfg, n_episodes, seed, stream)
     ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
     t0 = time.perf_counter()
-    emb = embed_cached(net, cache, ids, n_windows, device=device, progress=progress)
+    emb = embed_cached(net, cache, ids, n_windows, device=device, progress=progress, finish=False)
     t1 = time.perf_counter()
-    scores = score_episodes(net, emb, {c: k for k, c in enumerate(ids)}, episodes)
+    scores = score_episodes(net, emb, {c: k for k, c in enumerate(ids)}, episodes, finished=False)
     classes = list(pool)
     per_class, conf = summarise(scores, classes)
     t2 = time.perf_counter()

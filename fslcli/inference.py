@@ -88,9 +88,11 @@ def embed_files(
     batch_size: int = 128,
     progress: Callable[[int, int], None] | None = None,
     windows: int | None = None,
+    finish: bool = True,
 ) -> Embedded:
     """Decode each file once and embed it, in batches: the mean over its sliding windows, or
-    with ``windows``, over that many windows from its onset (:func:`onset_windows`)."""
+    with ``windows``, over that many windows from its onset (:func:`onset_windows`).
+    ``finish=False`` keeps the backbone embeddings (see :func:`embed_windows`)."""
     sr, excerpt = net.audio.sample_rate, net.audio.excerpt_samples
     kept: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -103,7 +105,7 @@ def embed_files(
             wins = np.concatenate(buf_w)
             owners = np.asarray(buf_o) - buf_o[0]
             n_items = int(owners.max()) + 1
-            chunks.append(embed_windows(net, wins, owners, n_items, batch_size, device).numpy())
+            chunks.append(embed_windows(net, wins, owners, n_items, batch_size, device, finish=finish).numpy())
             buf_w.clear()
             buf_o.clear()
 
@@ -207,17 +209,18 @@ def predict(
     see :func:`embed_files`)."""
     files, labels = support_set(support_dir)
     query_files = collect_audio(queries)
-    sup = embed_files(net, files, device=device, progress=progress, windows=windows)
+    sup = embed_files(net, files, device=device, progress=progress, windows=windows, finish=False)
     lab_of = dict(zip(files, labels, strict=True))
     sup_labels = [lab_of[p] for p in sup.paths]
     classes = sorted(set(sup_labels))
     if len(classes) < 2:
         raise DataError(f"--support {support_dir}: fewer than 2 classes have decodable audio")
-    s_emb = torch.from_numpy(sup.embeddings)
-    protos = torch.stack([s_emb[[i for i, lbl in enumerate(sup_labels) if lbl == c]].mean(0) for c in classes])
+    qry = embed_files(net, query_files, device=device, progress=progress, windows=windows, finish=False)
+    # The support set and queries in the space the model compares them in (which may adapt to the support set).
+    class_idx = torch.as_tensor([classes.index(lbl) for lbl in sup_labels])
+    s_emb, q_emb = net.finish_episode(torch.from_numpy(sup.embeddings), torch.from_numpy(qry.embeddings), class_idx)
+    protos = torch.stack([s_emb[class_idx == k].mean(0) for k in range(len(classes))])
     threshold = calibrate_threshold(net, s_emb, sup_labels) if reject else None
-    qry = embed_files(net, query_files, device=device, progress=progress, windows=windows)
-    q_emb = torch.from_numpy(qry.embeddings)
     logits = net.logits(q_emb, protos) if len(q_emb) else torch.zeros(0, len(classes))
     probs = torch.softmax(logits, dim=-1)
     query_roots = [Path(q) for q in queries if Path(q).is_dir()]

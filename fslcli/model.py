@@ -232,6 +232,36 @@ def within_class_whitener(emb: torch.Tensor, labels: torch.Tensor, shrinkage: fl
     return (evecs @ torch.diag(evals.rsqrt()) @ evecs.T).to(emb.dtype)
 
 
+def pooled_scatter(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pooled within-class covariance of labelled vectors: ``(..., n, dim)`` and their ``(n,)``
+    class indices -> ``(..., dim, dim)``, and its degrees of freedom (n minus the number of
+    classes; the covariance is the scatter divided by them, or zero without any)."""
+    classes, idx = torch.unique(labels, return_inverse=True)
+    onehot = F.one_hot(idx, len(classes)).to(x.dtype)  # (n, classes)
+    means = (onehot.T @ x) / onehot.sum(dim=0).unsqueeze(-1)  # (..., classes, dim)
+    resid = x - onehot @ means
+    dof = len(labels) - len(classes)
+    scatter = resid.transpose(-1, -2) @ resid
+    return (scatter / dof if dof > 0 else torch.zeros_like(scatter)), dof
+
+
+def support_adapted_factor(
+    train_cov: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, weight: float
+) -> torch.Tensor | None:
+    """Lower Cholesky factors ``(..., dim, dim)`` of ``(1 - weight) * train_cov + weight * S``,
+    S the pooled within-class covariance of an episode's support set, ``(..., n_support, dim)``
+    with ``(n_support,)`` class indices; None when no class has two support clips.
+
+    Comparing ``L^-1 x`` rather than ``Sigma^-1/2 x`` gives the same inner products (both square
+    roots of ``Sigma^-1``), at the price of a Cholesky factorisation instead of an eigenproblem.
+    """
+    scatter, dof = pooled_scatter(support.double(), labels)
+    if dof <= 0:
+        return None
+    cov = (1.0 - weight) * train_cov.double() + weight * scatter
+    return torch.linalg.cholesky(cov)
+
+
 class ProtoNet(nn.Module):
     """Waveforms -> embeddings, and the prototypical head over episodes."""
 
@@ -249,6 +279,10 @@ class ProtoNet(nn.Module):
             raise ValueError(f"pooling {model.pooling!r}: choose one of {POOLINGS}")
         if not 0.0 <= model.whiten_shrinkage <= 1.0:
             raise ValueError(f"whiten_shrinkage {model.whiten_shrinkage}: use a value from 0 to 1")
+        if not 0.0 <= model.support_cov_weight < 1.0:
+            raise ValueError(
+                f"support_cov_weight {model.support_cov_weight}: use a value from 0 up to (not including) 1"
+            )
         # Frequency bands left after the body's 2x2 max-pools (one per block), for "time" pooling.
         bands = audio.n_mels
         for _ in model.channels:
@@ -353,6 +387,47 @@ class ProtoNet(nn.Module):
             emb = F.normalize(emb @ self.whitener.to(emb), dim=-1)
         return emb
 
+    def train_covariance(self) -> torch.Tensor:
+        """The shrunk within-class covariance of the training clips that ``whitener`` inverts,
+        ``(dim, dim)`` float64 on the CPU: W = Sigma^-1/2 is symmetric, so Sigma = (W W)^-1."""
+        if self.whitener is None:
+            raise ValueError(f"embedding_norm {self.config.embedding_norm!r} has no within-class covariance")
+        w = self.whitener.detach().double().cpu()
+        return torch.linalg.inv(w @ w)
+
+    def finish_episode(
+        self, support: torch.Tensor, query: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One episode's (or a batch of episodes') backbone embeddings -> its comparison space:
+        support ``(..., n_support, dim)`` with class indices ``labels`` ``(n_support,)``, queries
+        ``(..., n_query, dim)``.
+
+        With "whitened" embeddings and ``support_cov_weight`` w > 0, when some class has two or
+        more support clips, each episode is whitened by ``(1 - w)`` times the training classes'
+        covariance plus ``w`` times its own support set's within-class covariance, so that how
+        the episode's own classes vary counts less too. Otherwise this is :meth:`finish`.
+        """
+        weight = self.config.support_cov_weight
+        if self.whitener is None or weight <= 0:
+            return self.finish(support), self.finish(query)
+        device, dtype = support.device, support.dtype
+        # Float64 on the CPU: small factorisations, and MPS has no float64.
+        s = self._unit(support.detach().cpu().double())
+        q = self._unit(query.detach().cpu().double())
+        factor = support_adapted_factor(self.train_covariance(), s, labels.cpu(), weight)
+        if factor is None:
+            return self.finish(support), self.finish(query)
+
+        def solve(x: torch.Tensor) -> torch.Tensor:
+            y = torch.linalg.solve_triangular(factor, x.transpose(-1, -2), upper=False).transpose(-1, -2)
+            return F.normalize(y, dim=-1).to(device=device, dtype=dtype)
+
+        return solve(s), solve(q)
+
+    def _unit(self, emb: torch.Tensor) -> torch.Tensor:
+        """Centred on the training clips' mean and set to unit length (before whitening)."""
+        return F.normalize(emb - self.center.to(emb), dim=-1)
+
     @torch.no_grad()
     def calibrate(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
         """Fit what :meth:`finish` subtracts and whitens with to training clips: ``emb``
@@ -380,5 +455,7 @@ class ProtoNet(nn.Module):
 
     def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> ProtoOutput:
         """Support waves ``(ways * shots, samples)`` class-major, query waves ``(n_query, samples)``."""
-        emb = self.finish(self.embed(torch.cat([support, query], dim=0)))
-        return self.head_forward(emb[: support.shape[0]], emb[support.shape[0] :], ways)
+        emb = self.embed(torch.cat([support, query], dim=0))
+        n = support.shape[0]
+        s, q = self.finish_episode(emb[:n], emb[n:], torch.arange(ways).repeat_interleave(n // ways))
+        return self.head_forward(s, q, ways)

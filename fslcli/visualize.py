@@ -62,9 +62,12 @@ def episode_plot(
     ids = [int(i) for i in ep.support.ravel()] + [int(i) for i in ep.query.ravel()]
     device = device_for()
     net = loaded.net.to(device)
-    emb = embed_cached(net, prep.cache, ids, loaded.config.eval_windows, device=device)
+    raw = embed_cached(net, prep.cache, ids, loaded.config.eval_windows, device=device, finish=False)
     n_s = ep.support.size
     with torch.no_grad():
+        # The space this episode is scored in (as fsl eval scores it).
+        support, query = net.finish_episode(raw[:n_s], raw[n_s:], torch.arange(cfg.ways).repeat_interleave(cfg.shots))
+        emb = torch.cat([support, query])
         protos = prototypes(emb[:n_s], cfg.ways)
         pred = net.logits(emb[n_s:], protos).argmax(-1).numpy()
     classes = list(ep.classes)

@@ -153,6 +153,19 @@ def test_eval_shifts_changes_the_embeddings_and_is_reported(runner: CliRunner, t
     assert res.exit_code == 1 and "--shifts 99" in res.stderr and "bands" in res.stderr
 
 
+def test_eval_support_cov_weight_changes_the_scores_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
+    plain = eval_json(runner, trained_model, "--support-cov-weight", "0")
+    adapted = eval_json(runner, trained_model, "--support-cov-weight", "0.5")
+    assert plain["settings"]["support_cov_weight"] == 0.0 and adapted["settings"]["support_cov_weight"] == 0.5
+    assert adapted["per_class"] != plain["per_class"] or adapted["confusion"] != plain["confusion"]
+    # 1-shot episodes have no support covariance to mix in: the same scores either way
+    one_plain = eval_json(runner, trained_model, "--support-cov-weight", "0", "--shots", "1")
+    one_adapted = eval_json(runner, trained_model, "--support-cov-weight", "0.5", "--shots", "1")
+    assert one_plain["per_class"] == one_adapted["per_class"] and one_plain["confusion"] == one_adapted["confusion"]
+    res = runner.invoke(app, ["eval", str(trained_model), "--support-cov-weight", "1"])
+    assert res.exit_code == 1 and "--support-cov-weight 1.0" in res.stderr and "below 1" in res.stderr
+
+
 def test_eval_default_model_is_the_newest_run(
     runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,7 +349,9 @@ def test_info(runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatc
     assert "fslcli-protonet v1" in text
     assert hashlib.sha256(trained_model.read_bytes()).hexdigest()[:16] in text.replace(" ", "")
     assert "3-way 2-shot 3 queries" in text and "2 steps" in text
-    assert "euclidean distance, whitened (shrinkage 0.2)" in text and "1 window(s) per clip" in text
+    # (the cell wraps in an 80-column table)
+    assert "euclidean distance, whitened (shrinkage 0.2, support" in text and "covariance 0.1)" in text
+    assert "1 window(s) per clip" in text
     assert "pooling global" in text and "mel bands" in text
     (tmp_path / "runs" / "a").mkdir(parents=True)
     shutil.copy(trained_model, tmp_path / "runs" / "a" / "model.pt")

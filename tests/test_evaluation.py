@@ -88,6 +88,37 @@ def test_score_episodes_uses_the_position_map(tiny_net) -> None:
     assert score_episodes(tiny_net, emb, position, [ep]).accuracy.tolist() == [1.0]
 
 
+def test_score_episodes_finishes_each_episode_with_its_own_support_set(rng: np.random.Generator) -> None:
+    # finished=False: backbone embeddings in, each episode put through finish_episode; the
+    # same as finishing every episode by hand and scoring the results as finished.
+    labels = [c for c in "ABCD" for _ in range(12)]
+    pool = make_pool(labels)
+    emb = torch.from_numpy(rng.standard_normal((len(labels), 16)).astype(np.float32))
+    emb += 3.0 * torch.eye(16)[[ord(c) - ord("A") for c in labels]]
+    net = make_tiny_net(support_cov_weight=0.5)
+    net.calibrate(emb, torch.as_tensor([ord(c) - ord("A") for c in labels]))
+    position = {i: i for i in range(len(labels))}
+    for shots in (3, 1):
+        episodes = draw_episodes(pool, EpisodeConfig(3, shots, 4), 230, seed=1)  # more than one chunk
+        got = score_episodes(net, emb, position, episodes, finished=False)
+        support_labels = torch.arange(3).repeat_interleave(shots)
+        by_hand = []
+        for ep in episodes:
+            s, q = net.finish_episode(emb[ep.support.reshape(-1)], emb[ep.query.reshape(-1)], support_labels)
+            rows = torch.cat([s, q])
+            ids = list(ep.support.reshape(-1)) + list(ep.query.reshape(-1))
+            by_hand.append(score_episodes(net, rows, {int(c): k for k, c in enumerate(ids)}, [ep]).pred[0])
+        assert got.pred == by_hand
+    # adapted and plain 3-shot scoring differ somewhere: the support set does change the space
+    plain = score_episodes(
+        net, net.finish(emb), position, episodes=draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1)
+    )
+    adapted = score_episodes(
+        net, emb, position, draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1), finished=False
+    )
+    assert not np.allclose(plain.loss, adapted.loss)
+
+
 def test_score_no_episodes(tiny_net) -> None:
     scores = score_episodes(tiny_net, torch.zeros(0, 2), {}, [])
     assert scores.accuracy.size == 0 and scores.true == []

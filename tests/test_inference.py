@@ -170,7 +170,7 @@ def test_embed_files_with_onset_windows_embeds_as_eval_does(tmp_path: Path, tiny
 
 def level_and_brightness_net():
     """A model whose embedding is (10 x RMS level, 100 x zero-crossing rate): tones and noise sit far apart."""
-    net = make_tiny_net()
+    net = make_tiny_net(embedding_norm="none")
 
     def embed(waves: torch.Tensor) -> torch.Tensor:
         rms = waves.pow(2).mean(1).sqrt()
@@ -178,7 +178,7 @@ def level_and_brightness_net():
         return torch.stack([10 * rms, 100 * zcr], dim=1)
 
     net.embed = embed
-    net.finish = lambda emb: emb  # compared as computed (embedding_norm "none")
+    net.finish = lambda emb: emb  # compared as computed
     net.dim = 2
     return net
 

@@ -13,9 +13,11 @@ from fslcli.model import (
     ProtoNet,
     cosine_similarity,
     log_filterbank,
+    pooled_scatter,
     prototypes,
     shift_bands,
     squared_euclidean,
+    support_adapted_factor,
     within_class_whitener,
 )
 
@@ -297,6 +299,100 @@ def test_whitened_embeddings_are_calibrated_on_training_clips(rng: np.random.Gen
     assert torch.allclose(out, torch.nn.functional.normalize(unit.float() @ net.whitener, dim=-1), atol=1e-6)
     # both are part of the saved state, so a model file reproduces them
     assert {"center", "whitener"} <= set(net.state_dict())
+
+
+def test_pooled_scatter_is_the_unbiased_within_class_covariance(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.standard_normal((2, 9, 3)))  # two episodes, 3 classes x 3 shots
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    cov, dof = pooled_scatter(x, labels)
+    assert dof == 6 and cov.shape == (2, 3, 3)
+    for e in range(2):
+        resid = torch.cat([x[e, labels == k] - x[e, labels == k].mean(0) for k in range(3)])
+        assert torch.allclose(cov[e], resid.T @ resid / 6)
+    # one clip per class: no within-class spread to measure
+    single, dof = pooled_scatter(x[:, :3], torch.arange(3))
+    assert dof == 0 and not single.any()
+
+
+def test_support_adapted_factor_mixes_the_support_covariance(rng: np.random.Generator) -> None:
+    train_cov = torch.eye(3, dtype=torch.float64) * 2.0
+    support = torch.from_numpy(rng.standard_normal((6, 3)))
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    factor = support_adapted_factor(train_cov, support, labels, 0.25)
+    scatter, _ = pooled_scatter(support, labels)
+    assert torch.allclose(factor @ factor.T, 0.75 * train_cov + 0.25 * scatter)
+    assert torch.equal(factor, torch.tril(factor))
+    assert support_adapted_factor(train_cov, support[[0, 3]], torch.tensor([0, 1]), 0.25) is None  # 1-shot
+
+
+def test_support_adaptation_discounts_a_direction_only_the_new_classes_vary_in(rng: np.random.Generator) -> None:
+    # Training classes vary little in every direction, so the training whitening is isotropic.
+    # Two new classes are 1 apart along x and vary 10x more along y: only their own support
+    # set shows it. 5-shot episodes, with and without mixing in the support covariance.
+    train_cov = torch.eye(2, dtype=torch.float64) * 0.04
+    means = np.array([[0.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0] * 5 + [1] * 5)
+
+    def accuracy(weight: float) -> float:
+        hits = []
+        for _ in range(200):
+            x, y = clustered(rng, (0.2, 2.0), 20, means)
+            support = torch.cat([x[:5], x[20:25]])
+            query, target = torch.cat([x[5:20], x[25:]]), torch.cat([y[5:20], y[25:]])
+            factor = support_adapted_factor(train_cov, support, labels, weight) if weight else torch.eye(2).double()
+            s, q = (torch.linalg.solve_triangular(factor, z.T, upper=False).T for z in (support, query))
+            pred = (-squared_euclidean(q, prototypes(s, 2))).argmax(-1)
+            hits.append(float((pred == target).double().mean()))
+        return float(np.mean(hits))
+
+    assert accuracy(0.0) < 0.8
+    assert accuracy(0.5) > 0.9
+
+
+def test_finish_episode_adapts_only_with_a_weight_and_several_shots(rng: np.random.Generator) -> None:
+    emb = torch.from_numpy(rng.standard_normal((60, 16)).astype(np.float32)) * 2 + 1.0
+    net = tiny(support_cov_weight=0.5)
+    net.calibrate(emb, torch.arange(6).repeat_interleave(10))
+    support, query = emb[:10].reshape(1, 10, 16), emb[10:25].reshape(1, 15, 16)
+    five_shot = torch.arange(2).repeat_interleave(5)
+    s, q = net.finish_episode(support, query, five_shot)
+    assert s.shape == support.shape and q.shape == query.shape
+    assert torch.allclose(s.norm(dim=-1), torch.ones(1, 10), atol=1e-5)
+    # the same inner products as the symmetric inverse square root of the mixed covariance
+    unit = torch.nn.functional.normalize(emb.double() - net.center.double(), dim=-1)
+    scatter, _ = pooled_scatter(unit[:10], five_shot)
+    evals, evecs = torch.linalg.eigh(0.5 * net.train_covariance() + 0.5 * scatter)
+    w = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    expected = torch.nn.functional.normalize(unit[:25] @ w, dim=-1)
+    got = torch.cat([s[0], q[0]]).double()
+    assert torch.allclose(got @ got.T, expected @ expected.T, atol=1e-5)
+    assert not torch.allclose(s[0], net.finish(emb[:10]), atol=1e-3)
+    # 1-shot (no class with two clips), or weight 0: exactly finish()
+    s1, q1 = net.finish_episode(emb[:2], emb[2:5], torch.arange(2))
+    assert torch.equal(s1, net.finish(emb[:2])) and torch.equal(q1, net.finish(emb[2:5]))
+    net.config = ModelConfig(**{**net.config.__dict__, "support_cov_weight": 0.0})
+    s0, _ = net.finish_episode(support, query, five_shot)
+    assert torch.equal(s0, net.finish(support))
+
+
+def test_train_covariance_is_what_the_whitener_inverts(rng: np.random.Generator) -> None:
+    net = tiny()
+    emb = torch.from_numpy(rng.standard_normal((60, 16)).astype(np.float32))
+    labels = torch.arange(6).repeat_interleave(10)
+    net.calibrate(emb, labels)
+    unit = torch.nn.functional.normalize(emb.double() - emb.double().mean(0), dim=-1)
+    cov, dof = pooled_scatter(unit, labels)
+    assert dof == 54
+    cov = cov * dof / 60  # within_class_whitener divides the scatter by n
+    lam = net.config.whiten_shrinkage
+    shrunk = (1 - lam) * cov + lam * torch.trace(cov) / 16 * torch.eye(16, dtype=torch.float64)
+    assert torch.allclose(net.train_covariance(), shrunk, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.0])
+def test_support_cov_weight_outside_0_to_1_is_refused(weight: float) -> None:
+    with pytest.raises(ValueError, match=f"support_cov_weight {weight}"):
+        tiny(support_cov_weight=weight)
 
 
 @pytest.mark.parametrize("shrinkage", [-0.1, 1.5])
