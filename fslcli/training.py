@@ -11,6 +11,7 @@ resumption happen at block boundaries.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -344,6 +345,26 @@ def val_episode_config(pool: Pool, cfg: EpisodeConfig) -> EpisodeConfig:
     return EpisodeConfig(ways=ways, shots=shots, queries=queries)
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The moving average's decay after ``step`` optimiser steps: ``decay``, with the usual
+    warm-up, ``(1 + step) / (10 + step)`` while that is smaller, so that early on the average
+    forgets faster and does not hold on to the random initialisation."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_average(average: ProtoNet, live: ProtoNet, decay: float) -> None:
+    """One step of the weights' moving average: ``average = decay * average + (1 - decay) * live``
+    for every parameter. BatchNorm statistics are copied from ``live``; the calibration buffers
+    (``center``, ``whitener``) are left alone, since validation fits them to ``average``."""
+    for a, p in zip(average.parameters(), live.parameters(), strict=True):
+        a.lerp_(p.detach(), 1.0 - decay)
+    own = dict(live.named_buffers())
+    for name, b in average.named_buffers():
+        if name not in ("center", "whitener"):
+            b.copy_(own[name])
+
+
 def _lit_module_class():
     """The LightningModule class, built on first use so importing this module stays light."""
     import pytorch_lightning as pl
@@ -364,6 +385,15 @@ def _lit_module_class():
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(config.train.seed + 1)
                     self.class_head = torch.nn.Linear(self.net.dim, len(train_pool))
+            # The weights' moving average (``ema_decay``), a frozen copy that validation uses.
+            self.ema_net: ProtoNet | None = None
+            if config.train.ema_decay > 0:
+                self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+
+        @property
+        def eval_net(self) -> ProtoNet:
+            """The network validation embeds with and ``model.pt`` holds."""
+            return self.ema_net if self.ema_net is not None else self.net
 
         # data
         def train_dataloader(self):
@@ -415,12 +445,17 @@ def _lit_module_class():
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=n)
             return loss
 
+        def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+            if self.ema_net is None:
+                return
+            update_average(self.ema_net, self.net, ema_decay_at(self.config.train.ema_decay, self.global_step))
+
         def on_validation_epoch_start(self) -> None:
             self._val_emb = []
 
         def validation_step(self, batch, batch_idx: int) -> None:
             wins, own = batch
-            self._val_emb.append(self.net.embed(wins).float().cpu())
+            self._val_emb.append(self.eval_net.embed(wins).float().cpu())
 
         def on_validation_epoch_end(self) -> None:
             if not self._val_emb:
@@ -433,11 +468,12 @@ def _lit_module_class():
             emb = emb / torch.bincount(own, minlength=n).clamp(min=1).unsqueeze(1).float()
             if self.val.n_center:
                 # Saved with this validation's checkpoint, so model.pt compares as validation did.
-                self.net.calibrate(emb[n_val:], torch.from_numpy(self.val.center_labels))
-            emb = self.net.finish(emb[:n_val].to(self.device))
+                self.eval_net.calibrate(emb[n_val:], torch.from_numpy(self.val.center_labels))
             pos = {c: k for k, c in enumerate(self.val.ids)}
             with torch.no_grad():
-                scores = score_episodes(self.net, emb.to(self.device), pos, self.val.episodes)
+                scores = score_episodes(
+                    self.eval_net, emb[:n_val].to(self.device), pos, self.val.episodes, finished=False
+                )
             self.log("val_acc", float(scores.accuracy.mean()), prog_bar=True, sync_dist=False, batch_size=1)
             self.log("val_loss", float(scores.loss.mean()), sync_dist=False, batch_size=1)
             # What "best" means: the highest validation accuracy; among equal accuracies (held-out
@@ -453,7 +489,8 @@ def _lit_module_class():
         def configure_optimizers(self):
             tc = self.config.train
             opt_class = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
-            opt = opt_class(self.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+            trained = [p for p in self.parameters() if p.requires_grad]
+            opt = opt_class(trained, lr=tc.learning_rate, weight_decay=tc.weight_decay)
             if tc.schedule == "constant":
                 return opt
             warm = max(1, min(100, tc.steps // 20))
@@ -554,6 +591,8 @@ def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
         raise FslError(f"optimizer {tc.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
     if tc.schedule not in SCHEDULES:
         raise FslError(f"learning-rate schedule {tc.schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+    if not 0.0 <= tc.ema_decay < 1.0:
+        raise FslError(f"weight-average decay {tc.ema_decay}: use 0 (off) or a value below 1, such as 0.995")
     accelerator = resolve_accelerator(tc.accelerator, tc.precision)
     if config.episode.ways > len(train_pool):
         # --ways is the shape the model is validated and evaluated at: more ways than there are
@@ -650,7 +689,8 @@ def fit(
     best_path = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
     state = torch.load(best_path, map_location="cpu", weights_only=True)
     net = build_net(config, tc.seed)
-    net.load_state_dict({k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    prefix = "ema_net." if tc.ema_decay > 0 else "net."
+    net.load_state_dict({k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
     best_step = int(state.get("global_step", 0))
     best = _best_val_acc(run_dir, best_step)
     meta = {

@@ -317,6 +317,46 @@ def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
     assert any(k.startswith("class_head.") for k in ckpt["state_dict"])  # resumable with its head
 
 
+def test_weight_average_step_and_warm_up() -> None:
+    live, average = build_net(RunConfig(), 1), build_net(RunConfig(), 2)
+    before = {k: v.clone() for k, v in average.state_dict().items()}
+    average.center.fill_(3.0)  # calibration buffers are validation's business
+    training.update_average(average, live, 0.9)
+    for (name, a), p in zip(average.named_parameters(), live.parameters(), strict=True):
+        assert torch.allclose(a, 0.9 * before[name] + 0.1 * p), name
+    assert torch.equal(average.band_norm.running_mean, live.band_norm.running_mean)  # statistics copied
+    assert (average.center == 3.0).all() and torch.equal(average.whitener, before["whitener"])
+    assert training.ema_decay_at(0.995, 0) == pytest.approx(0.1)  # forgets the initialisation fast
+    assert training.ema_decay_at(0.995, 10_000) == 0.995
+
+
+def test_weight_average_is_what_the_model_file_holds(gm_home: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fslcli.datasets import DataSource
+    from fslcli.workflows import prepare
+
+    base = RunConfig()
+    config = replace(
+        base,
+        episode=EpisodeConfig(3, 2, 3),
+        train=replace(base.train, steps=3, val_every=3, val_episodes=3, accelerator="cpu", ema_decay=0.9),
+    )
+    source = DataSource("tinysol-gm", gm_home)
+    prep = prepare(source, config.split, config.audio.sample_rate, tmp_path / "cache")
+    res = training.fit(config, prep.cache, prep.pools.train, prep.pools.val, source, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = load_model(res.model_path).net.state_dict()
+    for name, value in saved.items():
+        assert torch.equal(value, ckpt["state_dict"][f"ema_net.{name}"]), name
+    # three steps of decay 0.1, 0.18, 0.25 (the warm-up): the average is not the live network
+    assert not torch.equal(saved["head.weight"], ckpt["state_dict"]["net.head.weight"])
+    with pytest.raises(FslError, match="weight-average decay 1.0"):
+        training.preflight(
+            replace(config, train=replace(config.train, ema_decay=1.0)), prep.pools.train, prep.pools.val
+        )
+
+
 def test_episode_batch_labels_name_each_clip_class(folder_cache) -> None:
     from fslcli.episodes import sample_episode
     from fslcli.training import episode_batch
