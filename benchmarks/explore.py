@@ -247,35 +247,16 @@ def shift_averaged(net, k: int):
 RESCORE_SUPPORT_WEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5)
 
 
-def support_adapted_accuracy(unit, whitener, weight: float, position: dict[int, int], episodes) -> float:
-    """Mean accuracy when each episode is whitened by the training covariance (the inverse square
-    of ``whitener``) mixed with its support set's within-class covariance, as
-    :meth:`ProtoNet.finish_episode` does; ``unit``: centred unit-length embeddings."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
+def whitened_net(net, center, whitener, support_cov_weight: float = 0.0):
+    """A copy of ``net`` that compares "whitened" embeddings with the given centre and whitening
+    matrix (and ``support_cov_weight``), whatever ``net`` was trained with: scoring its backbone
+    embeddings with ``score_episodes(..., finished=False)`` runs fslcli's own code path."""
+    from fslcli.model import ProtoNet
 
-    from fslcli.model import prototypes, squared_euclidean, support_adapted_factor
-
-    ways, shots, queries = episodes[0].support.shape[0], episodes[0].support.shape[1], episodes[0].query.shape[1]
-    w = whitener.double()
-    train_cov = torch.linalg.inv(w @ w)
-    labels = torch.arange(ways).repeat_interleave(shots)
-    sup = torch.as_tensor([[position[int(i)] for i in ep.support.reshape(-1)] for ep in episodes])
-    qry = torch.as_tensor([[position[int(i)] for i in ep.query.reshape(-1)] for ep in episodes])
-    correct = []
-    for k in range(0, len(episodes), 100):
-        s, q = unit[sup[k : k + 100]].double(), unit[qry[k : k + 100]].double()
-        factor = support_adapted_factor(train_cov, s, labels, weight)
-        s, q = (
-            F.normalize(
-                torch.linalg.solve_triangular(factor, x.transpose(-1, -2), upper=False).transpose(-1, -2), dim=-1
-            )
-            for x in (s, q)
-        )
-        pred = (-squared_euclidean(q, prototypes(s, ways))).argmax(-1).numpy()
-        correct.append(pred == np.repeat(np.arange(ways), queries)[None, :])
-    return float(np.concatenate(correct).mean())
+    config = replace(net.config, embedding_norm="whitened", support_cov_weight=support_cov_weight)
+    white = ProtoNet(net.audio, config)
+    white.load_state_dict({**net.state_dict(), "center": center, "whitener": whitener})
+    return white.eval()
 
 
 #: Shrinkages of the within-class covariance that ``rescore`` compares for "whitened" embeddings.
@@ -288,7 +269,6 @@ def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()
     within-class covariance); paired comparisons."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from fslcli.checkpoint import load_model
     from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
@@ -341,15 +321,15 @@ def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()
                     acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()
                     row[f"{label}-{kind}-{shots}shot"] = round(float(acc), 4)
                 for lam, (c, w) in whiteners.items():
-                    white = F.normalize(transform(emb, c, "cl2") @ w, dim=-1)
-                    acc = score_episodes(net, white, pos, episodes).accuracy.mean()
+                    acc = score_episodes(whitened_net(net, c, w), emb, pos, episodes, finished=False).accuracy.mean()
                     row[f"{label}-white{lam}-{shots}shot"] = round(float(acc), 4)
                 # Whitening adapted to each episode's support set (``support_cov_weight``), 5-shot only.
                 if shots > 1:
                     c, w = whiteners["0.2"]
                     for weight in RESCORE_SUPPORT_WEIGHTS:
-                        acc = support_adapted_accuracy(transform(emb, c, "cl2"), w, weight, pos, episodes)
-                        row[f"{label}-white0.2-support{weight}-{shots}shot"] = round(acc, 4)
+                        white = whitened_net(net, c, w, weight)
+                        acc = score_episodes(white, emb, pos, episodes, finished=False).accuracy.mean()
+                        row[f"{label}-white0.2-support{weight}-{shots}shot"] = round(float(acc), 4)
                 row[f"{label}-support-cl2-{shots}shot"] = round(support_centred_accuracy(emb, pos, episodes), 4)
                 members.setdefault((label, shots), []).append((transform(emb, center, "cl2"), pos, episodes, net))
         table[run.name] = row

@@ -206,32 +206,6 @@ class ConvBlock(nn.Module):
         return self.net(x)
 
 
-def within_class_whitener(emb: torch.Tensor, labels: torch.Tensor, shrinkage: float) -> torch.Tensor:
-    """``(n, dim)`` embeddings and their ``(n,)`` class indices -> ``(dim, dim)`` symmetric W
-    such that ``emb @ W`` has an identity within-class covariance (within-class covariance
-    normalisation: directions in which recordings of one class vary weigh less than the
-    directions between classes).
-
-    The covariance is first shrunk toward a multiple of the identity with the same trace:
-    ``(1 - shrinkage) * S + shrinkage * trace(S) / dim * I``; 1 leaves embeddings unchanged
-    (up to scale). Without any within-class spread, W is the identity.
-    """
-    x = emb.double()
-    classes, idx = torch.unique(labels, return_inverse=True)
-    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, idx, x)
-    means = means / torch.bincount(idx, minlength=len(classes)).unsqueeze(1)
-    resid = x - means[idx]
-    cov = resid.T @ resid / len(x)
-    scale = float(torch.trace(cov)) / x.shape[1]
-    eye = torch.eye(x.shape[1], dtype=x.dtype)
-    if scale <= 0.0:
-        return eye.to(emb.dtype)
-    cov = (1.0 - shrinkage) * cov + shrinkage * scale * eye
-    evals, evecs = torch.linalg.eigh(cov)
-    evals = evals.clamp(min=1e-6 * scale)
-    return (evecs @ torch.diag(evals.rsqrt()) @ evecs.T).to(emb.dtype)
-
-
 def pooled_scatter(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Pooled within-class covariance of labelled vectors: ``(..., n, dim)`` and their ``(n,)``
     class indices -> ``(..., dim, dim)``, and its degrees of freedom (n minus the number of
@@ -243,6 +217,29 @@ def pooled_scatter(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     dof = len(labels) - len(classes)
     scatter = resid.transpose(-1, -2) @ resid
     return (scatter / dof if dof > 0 else torch.zeros_like(scatter)), dof
+
+
+def within_class_whitener(emb: torch.Tensor, labels: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """``(n, dim)`` embeddings and their ``(n,)`` class indices -> ``(dim, dim)`` symmetric W
+    such that ``emb @ W`` has an identity within-class covariance (within-class covariance
+    normalisation: directions in which recordings of one class vary weigh less than the
+    directions between classes).
+
+    The covariance is first shrunk toward a multiple of the identity with the same trace:
+    ``(1 - shrinkage) * S + shrinkage * trace(S) / dim * I``; 1 leaves embeddings unchanged
+    (up to scale). Without any within-class spread, W is the identity.
+    """
+    x = emb.double()
+    pooled, dof = pooled_scatter(x, labels)
+    cov = pooled * dof / len(x)  # the scatter over n, not over its degrees of freedom
+    scale = float(torch.trace(cov)) / x.shape[1]
+    eye = torch.eye(x.shape[1], dtype=x.dtype)
+    if scale <= 0.0:
+        return eye.to(emb.dtype)
+    cov = (1.0 - shrinkage) * cov + shrinkage * scale * eye
+    evals, evecs = torch.linalg.eigh(cov)
+    evals = evals.clamp(min=1e-6 * scale)
+    return (evecs @ torch.diag(evals.rsqrt()) @ evecs.T).to(emb.dtype)
 
 
 def support_adapted_factor(
