@@ -365,6 +365,17 @@ def train(
             ),
         ),
     ] = EmbeddingNorm(_MODEL_DEFAULTS.embedding_norm),
+    members: Annotated[
+        int,
+        typer.Option(
+            "--members",
+            min=1,
+            help=(
+                "Independently initialised backbones trained side by side, their embeddings concatenated "
+                "(an ensemble; each costs one backbone's time per step)."
+            ),
+        ),
+    ] = _MODEL_DEFAULTS.members,
     class_loss_weight: Annotated[
         float,
         typer.Option(
@@ -408,7 +419,7 @@ def train(
             val_classes=_classes(val_classes) or (),
         )
         model_cfg = ModelConfig(
-            backbone=backbone.value, input_norm=input_norm.value, embedding_norm=embedding_norm.value
+            backbone=backbone.value, input_norm=input_norm.value, embedding_norm=embedding_norm.value, members=members
         )
         if backbone is Backbone.tutorial:
             model_cfg = replace(model_cfg, channels=(32, 64, 128, 256, 512))
@@ -914,7 +925,8 @@ def info(
     table.add_row("episodes", f"{ep['ways']}-way {ep['shots']}-shot {ep['queries']} queries")
     table.add_row(
         "model",
-        f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, pooling {m.get('pooling', 'global')}, "
+        (f"{m['members']} x " if m.get("members", 1) > 1 else "")
+        + f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, pooling {m.get('pooling', 'global')}, "
         f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
     )
     norm = m.get("embedding_norm", "none")

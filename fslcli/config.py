@@ -67,7 +67,12 @@ class ModelConfig:
     #: conv blocks with GroupNorm and global average pooling).
     backbone: str = "conv"
     channels: tuple[int, ...] = (32, 64, 128, 256)
+    #: Size of one backbone's embedding (conv/resnet; the tutorial backbone's is its last channel count).
     embedding_dim: int = 256
+    #: Backbones in the model, each initialised independently and trained on the same episodes
+    #: with its own prototypical loss; a clip's embedding is theirs side by side (an ensemble
+    #: compared as one model: squared distances add up). Each costs one backbone's time per step.
+    members: int = 1
     #: "euclidean" (squared Euclidean distance, Snell et al. 2017) or "cosine"
     #: (cosine similarity times a learned scale).
     distance: str = "euclidean"

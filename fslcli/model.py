@@ -259,6 +259,24 @@ def support_adapted_factor(
     return torch.linalg.cholesky(cov)
 
 
+def _backbone(model: ModelConfig, per_channel: int) -> tuple[nn.Module, nn.Module, int]:
+    """A freshly initialised CNN body, its projection head and its embedding size; the body
+    maps ``(batch, 1, n_mels, frames)`` to a feature map, ``per_channel`` pooled values per channel."""
+    chans = (1, *model.channels)
+    if model.backbone == "tutorial":
+        body = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+        return body, nn.Identity(), chans[-1]
+    if model.backbone == "conv":
+        body = nn.Sequential(*[BNBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+    else:
+        stem = model.channels[0]
+        blocks: list[nn.Module] = [nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
+        blocks += [ResBlock(a, b) for a, b in zip((stem, *model.channels[:-1]), model.channels, strict=True)]
+        body = nn.Sequential(*blocks)
+    # Mean and max over the remaining map (see ``pooling``), projected to the embedding.
+    return body, nn.Linear(per_channel * model.channels[-1], model.embedding_dim), model.embedding_dim
+
+
 class ProtoNet(nn.Module):
     """Waveforms -> embeddings, and the prototypical head over episodes."""
 
@@ -299,30 +317,20 @@ class ProtoNet(nn.Module):
         self.config = model
         self.logmel = LogMel(audio)
         self.band_norm = nn.BatchNorm1d(audio.n_mels) if model.input_norm == "band" else None
-        if model.backbone == "tutorial":
-            chans = (1, *model.channels)
-            self.body = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
-            self.head = nn.Identity()
-            self.dim = chans[-1]
-        elif model.backbone == "conv":
-            chans = (1, *model.channels)
-            self.body = nn.Sequential(*[BNBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
-            self.head = nn.Linear(per_channel * chans[-1], model.embedding_dim)
-            self.dim = model.embedding_dim
-        else:
-            stem = model.channels[0]
-            blocks: list[nn.Module] = [nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
-            cin = stem
-            for c in model.channels:
-                blocks.append(ResBlock(cin, c))
-                cin = c
-            self.body = nn.Sequential(*blocks)
-            # Mean and max over the remaining map (see ``pooling``), projected to the embedding.
-            self.head = nn.Linear(per_channel * cin, model.embedding_dim)
-            self.dim = model.embedding_dim
+        if model.members < 1:
+            raise ValueError(f"members {model.members}: use 1 or more backbones")
+        # The first backbone keeps the attribute names of single-backbone models (their files load
+        # unchanged); the others, in an ensemble, are independently initialised copies.
+        self.body, self.head, self.member_dim = _backbone(model, per_channel)
+        more = [_backbone(model, per_channel) for _ in range(model.members - 1)]
+        self.more_bodies = nn.ModuleList([body for body, _, _ in more])
+        self.more_heads = nn.ModuleList([head for _, head, _ in more])
+        #: Embedding size: the members' embeddings side by side.
+        self.dim = model.members * self.member_dim
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if model.distance == "cosine" else None
         # Channels-last convolutions and pooling run about 1.5x faster on CPUs (oneDNN) and suit GPUs.
         self.body.to(memory_format=torch.channels_last)
+        self.more_bodies.to(memory_format=torch.channels_last)
         # Set by training (``calibrate``) from training clips' embeddings; saved with the model.
         if model.embedding_norm in ("whitened", "centered-l2"):
             self.register_buffer("center", torch.zeros(self.dim))
@@ -347,8 +355,17 @@ class ProtoNet(nn.Module):
         return x.unsqueeze(1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, n_mels, frames)`` -> embeddings ``(batch, dim)``."""
-        h = self.body(x.contiguous(memory_format=torch.channels_last))
+        """``(batch, 1, n_mels, frames)`` -> embeddings ``(batch, dim)``: with ``members`` > 1,
+        each backbone's ``(batch, member_dim)`` side by side."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        parts = [
+            self._pool_project(body(x), head)
+            for body, head in zip([self.body, *self.more_bodies], [self.head, *self.more_heads], strict=True)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _pool_project(self, h: torch.Tensor, head: nn.Module) -> torch.Tensor:
+        """One backbone's feature map ``(batch, channels, bands, frames)`` -> ``(batch, member_dim)``."""
         if self.config.backbone == "tutorial":
             return h.mean(dim=(2, 3))
         if self.config.pooling == "time":
@@ -356,7 +373,7 @@ class ProtoNet(nn.Module):
             pooled = torch.cat([h.mean(dim=3).flatten(1), h.amax(dim=3).flatten(1)], dim=1)
         else:
             pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.head(self.drop(pooled))
+        return head(self.drop(pooled))
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`).

@@ -431,13 +431,19 @@ def _lit_module_class():
                 x = apply_spec_masks(x, batch["time_masks"], batch["freq_masks"])
             emb = self.net.encode(x).float()
             n_support = self.train_cfg.ways * self.train_cfg.shots
-            out = self.net.head_forward(emb[:n_support], emb[n_support:], self.train_cfg.ways)
-            loss = F.cross_entropy(out.logits, batch["target"])
+            # Each member of an ensemble learns from its own embedding (the mean of their losses).
+            logits = [
+                self.net.head_forward(e[:n_support], e[n_support:], self.train_cfg.ways).logits
+                for e in emb.split(self.net.member_dim, dim=1)
+            ]
+            loss = torch.stack([F.cross_entropy(member, batch["target"]) for member in logits]).mean()
+            # The ensemble's logits: with squared Euclidean distances, those of the members side by side.
+            ensemble = torch.stack(logits).sum(dim=0)
             if self.class_head is not None:
                 class_loss = F.cross_entropy(self.class_head(emb), batch["labels"])
                 self.log("train_class_loss", class_loss, on_step=True, on_epoch=True, batch_size=len(emb))
                 loss = loss + self.config.train.class_loss_weight * class_loss
-            acc = (out.logits.argmax(-1) == batch["target"]).float().mean()
+            acc = (ensemble.argmax(-1) == batch["target"]).float().mean()
             self.last_train_acc = float(acc)
             n = int(batch["target"].shape[0])
             self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)

@@ -147,6 +147,23 @@ def test_unknown_options_are_refused(field: str, value: str) -> None:
         ProtoNet(AUDIO, ModelConfig(**{field: value}))
 
 
+@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
+def test_ensemble_members_sit_side_by_side(rng: np.random.Generator, backbone: str) -> None:
+    single, ensemble = tiny(backbone).eval(), tiny(backbone, members=3).eval()
+    assert ensemble.dim == 3 * single.dim and ensemble.member_dim == single.dim
+    x = waves(rng, 4)
+    with torch.no_grad():
+        one, three = single.embed(x), ensemble.embed(x)
+    assert three.shape == (4, 3 * single.dim)
+    # The first member is built as a single-backbone model from the same seed (whose files load
+    # unchanged); the others are initialised independently.
+    assert torch.allclose(three[:, : single.dim], one, atol=1e-6)
+    first, second, third = three.split(single.dim, dim=1)
+    assert not torch.allclose(first, second) and not torch.allclose(second, third)
+    with pytest.raises(ValueError, match="members 0"):
+        tiny(backbone, members=0)
+
+
 def test_unknown_frequency_scale_and_bad_dropout_are_refused() -> None:
     with pytest.raises(ValueError, match="bark"):
         LogMel(AudioConfig(frequency_scale="bark"))

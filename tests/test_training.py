@@ -317,6 +317,24 @@ def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
     assert any(k.startswith("class_head.") for k in ckpt["state_dict"])  # resumable with its head
 
 
+def test_ensemble_members_each_learn_and_the_model_file_holds_them_all(gm_home: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, [*tiny_train_args(gm_home, tmp_path / "ens"), "--members", "2"])
+    assert res.exit_code == 0, res.output
+    loaded = load_model(tmp_path / "ens" / "model.pt")
+    net, config = loaded.net, loaded.config
+    assert config.model.members == 2 and net.dim == 2 * net.member_dim
+    start = build_net(config, config.train.seed).state_dict()
+    trained = net.state_dict()
+    for head in ("head.weight", "more_heads.0.weight"):  # each member has its own loss and learns
+        assert not torch.equal(trained[head], start[head]), head
+    assert net.whitener.shape == (net.dim, net.dim)  # compared as one model
+    with torch.no_grad():
+        emb = net.embed(torch.zeros(2, config.audio.excerpt_samples))
+    assert emb.shape == (2, net.dim) and torch.isfinite(emb).all()
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "ens" / "model.pt")])
+    assert info.exit_code == 0 and "2 x conv" in info.output, info.output
+
+
 def test_weight_average_step_and_warm_up() -> None:
     live, average = build_net(RunConfig(), 1), build_net(RunConfig(), 2)
     before = {k: v.clone() for k, v in average.state_dict().items()}
