@@ -372,7 +372,7 @@ def train(
             min=1,
             help=(
                 "Independently initialised backbones trained side by side, their embeddings concatenated "
-                "(an ensemble; each costs one backbone's time per step)."
+                "(an ensemble; each adds one backbone's forward and backward pass to a step)."
             ),
         ),
     ] = _MODEL_DEFAULTS.members,

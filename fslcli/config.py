@@ -71,7 +71,8 @@ class ModelConfig:
     embedding_dim: int = 256
     #: Backbones in the model, each initialised independently and trained on the same episodes
     #: with its own prototypical loss; a clip's embedding is theirs side by side (an ensemble
-    #: compared as one model: squared distances add up). Each costs one backbone's time per step.
+    #: compared as one model: squared distances add up). Each adds one backbone's
+    #: forward and backward pass to a training step.
     members: int = 1
     #: "euclidean" (squared Euclidean distance, Snell et al. 2017) or "cosine"
     #: (cosine similarity times a learned scale).
