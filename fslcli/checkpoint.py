@@ -166,6 +166,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
 
 
+#: Model settings that files written before the setting existed lack, with the value that
+#: reproduces how those models compared embeddings (rather than today's defaults).
+MODEL_SETTINGS_BEFORE_THEY_EXISTED: dict[str, object] = {
+    # Written before embeddings were normalised: compare them as they were.
+    "embedding_norm": "none",
+    # Written before test-time band shifts: embed each clip once, as it was evaluated.
+    "eval_shifts": 0,
+    # Written before episodes adapted the whitening to their support set.
+    "support_cov_weight": 0.0,
+}
+
+
 def load_model(path: Path) -> LoadedModel:
     """Rebuild the network, settings and data source from a model file alone."""
     path = Path(path)
@@ -174,15 +186,7 @@ def load_model(path: Path) -> LoadedModel:
     payload = read_payload(path)
     try:
         settings = payload["settings"]
-        if "embedding_norm" not in settings.get("model", {}):
-            # Written before embeddings were normalised: compare them as they were.
-            settings = {**settings, "model": {**settings.get("model", {}), "embedding_norm": "none"}}
-        if "eval_shifts" not in settings.get("model", {}):
-            # Written before test-time band shifts: embed each clip once, as it was evaluated.
-            settings = {**settings, "model": {**settings.get("model", {}), "eval_shifts": 0}}
-        if "support_cov_weight" not in settings.get("model", {}):
-            # Written before episodes adapted the whitening to their support set: compare as it did.
-            settings = {**settings, "model": {**settings.get("model", {}), "support_cov_weight": 0.0}}
+        settings = {**settings, "model": {**MODEL_SETTINGS_BEFORE_THEY_EXISTED, **settings.get("model", {})}}
         config = RunConfig.from_dict(settings)
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])

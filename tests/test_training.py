@@ -300,6 +300,17 @@ def test_model_files_from_before_eval_shifts_embed_each_clip_once(trained_model:
     assert load_model(old).config.model.eval_shifts == 0
 
 
+def test_model_files_from_before_support_adaptation_whiten_by_training_classes_alone(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
+    assert payload["settings"]["model"]["support_cov_weight"] == 0.1  # the default
+    del payload["settings"]["model"]["support_cov_weight"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert load_model(old).config.model.support_cov_weight == 0.0
+
+
 def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
     trained_model: Path, gm_home: Path, tmp_path: Path
 ) -> None:
