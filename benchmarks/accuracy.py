@@ -77,6 +77,7 @@ def tutorial_config(seed: int, steps: int, val_every: int, val_episodes: int, ac
             input_norm="none",
             embedding_norm="none",
             eval_shifts=0,
+            eval_pitch_shifts=(),
         ),
         episode=EpisodeConfig(ways=5, shots=5, queries=20),
         augment=no_augmentation(),

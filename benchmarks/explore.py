@@ -122,6 +122,9 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         # levels off after a few hundred steps.
         "members-2+half-steps": replace(base, model=replace(m, members=2), train=replace(t, steps=t.steps // 2)),
         "members-2": replace(base, model=replace(m, members=2)),
+        # Tenth round (CPU): 1-shot training episodes (Snell et al. 2017 matched training shots to
+        # testing shots), for the 1-shot gap; validation episodes follow them.
+        "shots-1": replace(base, episode=replace(base.episode, shots=1)),
     }
 
 
@@ -225,22 +228,27 @@ def support_centred_accuracy(emb, position: dict[int, int], episodes) -> float:
 
 
 #: Evaluation-time options that ``rescore`` compares: (label, windows per clip, ``eval_shifts``:
-#: embeddings averaged over the log-mel shifted by -k..k bands).
-RESCORE_OPTIONS: tuple[tuple[str, int, int], ...] = (
-    ("w1", 1, 0),
-    ("w3", 3, 0),
-    ("w1-shift1", 1, 1),
-    ("w1-shift2", 1, 2),
-    ("w1-shift3", 1, 3),
-    ("w3-shift2", 3, 2),
+#: embeddings averaged over the log-mel shifted by -k..k bands, ``eval_pitch_shifts``: and over
+#: the spectrum warped by these semitones).
+RESCORE_OPTIONS: tuple[tuple[str, int, int, tuple[int, ...]], ...] = (
+    ("w1", 1, 0, ()),
+    ("w3", 3, 0, ()),
+    ("w1-shift1", 1, 1, ()),
+    ("w1-shift2", 1, 2, ()),
+    ("w1-shift3", 1, 3, ()),
+    ("w3-shift2", 3, 2, ()),
+    ("w1-shift2-pitch4", 1, 2, (-4, 4)),
+    ("w1-shift2-pitch48", 1, 2, (-8, -4, 4, 8)),
+    ("w1-shift2-pitch2468", 1, 2, (-8, -6, -4, -2, 2, 4, 6, 8)),
 )
 
 
 @contextmanager
-def shift_averaged(net, k: int):
-    """Within the block, ``net`` embeds with ``eval_shifts`` = ``k``."""
+def shift_averaged(net, k: int, semitones: tuple[int, ...] = ()):
+    """Within the block, ``net`` embeds with ``eval_shifts`` = ``k`` and ``eval_pitch_shifts`` =
+    ``semitones``."""
     saved = net.config
-    net.config = replace(saved, eval_shifts=k)
+    net.config = replace(saved, eval_shifts=k, eval_pitch_shifts=semitones)
     try:
         yield
     finally:
@@ -291,10 +299,10 @@ def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()
         train_ids = sorted(label_of)
         train_labels = torch.tensor([label_of[i] for i in train_ids])
         row: dict[str, float] = {}
-        for label, windows, shifts in RESCORE_OPTIONS:
+        for label, windows, shifts, semitones in RESCORE_OPTIONS:
             if options and label not in options:
                 continue
-            with shift_averaged(net, shifts):
+            with shift_averaged(net, shifts, semitones):
                 train_emb = embed_cached(net, prep.cache, train_ids, windows, finish=False)
             center = train_emb.mean(dim=0)
             unit = transform(train_emb, center, "cl2")
@@ -320,7 +328,7 @@ def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()
                 episodes = draw_episodes(prep.pools.val, EpisodeConfig(3, shots, 15), 1000, 123, VAL_STREAM + 50)
                 ids = sorted({int(i) for ep in episodes for i in list(ep.support.ravel()) + list(ep.query.ravel())})
                 pos = {c: k for k, c in enumerate(ids)}
-                with shift_averaged(net, shifts):
+                with shift_averaged(net, shifts, semitones):
                     emb = embed_cached(net, prep.cache, ids, windows, finish=False)
                 for kind in ("raw", "cl2"):
                     acc = score_episodes(net, transform(emb, center, kind), pos, episodes).accuracy.mean()

@@ -173,6 +173,8 @@ MODEL_SETTINGS_BEFORE_THEY_EXISTED: dict[str, object] = {
     "embedding_norm": "none",
     # Written before test-time band shifts: embed each clip once, as it was evaluated.
     "eval_shifts": 0,
+    # Written before test-time pitch shifts: no pitch-shifted views.
+    "eval_pitch_shifts": (),
     # Written before episodes adapted the whitening to their support set.
     "support_cov_weight": 0.0,
 }

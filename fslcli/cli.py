@@ -194,6 +194,21 @@ def _classes(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _semitones(value: str) -> tuple[int, ...]:
+    """``--pitch-shifts``: comma-separated whole semitones, or "none"."""
+    from fslcli.model import pitch_shifts_problem
+
+    if value.strip().lower() in ("none", "0", ""):
+        return ()
+    try:
+        semitones = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise FslError(f"--pitch-shifts {value}: give whole semitones separated by commas, such as -8,-4,4,8") from None
+    if why := pitch_shifts_problem(semitones):
+        raise FslError(f"--pitch-shifts {value}: {why}")
+    return semitones
+
+
 def _short_path(path: Path, roots: list[Path]) -> str:
     """A file shown relative to the query folder it was found in (the full path is in --json)."""
     for root in roots:
@@ -606,6 +621,14 @@ def eval_cmd(
             "setting; 0: off).",
         ),
     ] = None,
+    pitch_shifts: Annotated[
+        str | None,
+        typer.Option(
+            "--pitch-shifts",
+            help="Comma-separated semitones, such as -8,-4,4,8: also average each clip's embeddings over its "
+            "spectrum warped to those pitches (default: the model's setting; 'none': off).",
+        ),
+    ] = None,
     support_cov_weight: Annotated[
         float | None,
         typer.Option(
@@ -641,6 +664,8 @@ def eval_cmd(
         if why := eval_shifts_problem(shifts, loaded.config.audio.n_mels):
             raise FslError(f"--shifts {shifts}: {why}")
         net.config = replace(net.config, eval_shifts=shifts)
+    if pitch_shifts is not None:
+        net.config = replace(net.config, eval_pitch_shifts=_semitones(pitch_shifts))
     if support_cov_weight is not None:
         if support_cov_weight >= 1.0:
             raise FslError(
@@ -937,10 +962,12 @@ def info(
         norm = f"embeddings {norm}"
     table.add_row("compared by", f"{m['distance']} distance, {norm}")
     shifts = m.get("eval_shifts", 0)
+    pitches = m.get("eval_pitch_shifts", [])
     table.add_row(
         "evaluation",
         f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset"
-        + (f", band shifts -{shifts}..{shifts}" if shifts else ""),
+        + (f", band shifts -{shifts}..{shifts}" if shifts else "")
+        + (f", pitch shifts {', '.join(f'{p:+d}' for p in pitches)} semitones" if pitches else ""),
     )
     table.add_row(
         "audio",

@@ -108,6 +108,12 @@ class ModelConfig:
     #: clip's embedding is the mean of its embeddings with the log-mel shifted by -k..k bands
     #: (k = this; training's band-shift augmentation shifts the same way). 0 embeds each clip once.
     eval_shifts: int = 2
+    #: Test-time pitch shifts, in semitones (outside training, as ``eval_shifts``): a clip's
+    #: embedding also averages its embeddings with the spectrum warped as if the recording were
+    #: played that many semitones higher or lower (partials and formants together). One note
+    #: then stands for its neighbours, which matters most when a class has one recording.
+    #: Empty: off.
+    eval_pitch_shifts: tuple[int, ...] = (-8, -4, 4, 8)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,31 @@ def eval_shifts_problem(k: int, n_bands: int) -> str | None:
     return f"the spectrograms have {n_bands} bands; choose 0 (off) to {n_bands - 1}"
 
 
+#: Largest test-time pitch shift, in semitones (an octave: beyond it most of a note's
+#: spectrum leaves the filterbank).
+MAX_PITCH_SHIFT = 12
+
+
+def pitch_shifts_problem(semitones: tuple[int, ...]) -> str | None:
+    """Why ``semitones`` cannot be test-time pitch shifts, or None."""
+    bad = [s for s in semitones if s == 0 or abs(s) > MAX_PITCH_SHIFT]
+    if bad:
+        return f"use nonzero whole semitones from -{MAX_PITCH_SHIFT} to {MAX_PITCH_SHIFT} (got {bad[0]})"
+    if len(set(semitones)) != len(semitones):
+        return "each shift may appear once"
+    return None
+
+
+def warp_filterbank(fb: np.ndarray, sample_rate: int, n_fft: int, semitones: float) -> np.ndarray:
+    """The filterbank ``fb`` ``(bands, n_fft // 2 + 1)`` as it would read a power spectrum
+    resampled to sound ``semitones`` higher: band ``b`` takes from frequency ``f`` what ``fb``'s
+    band ``b`` takes from ``f * 2 ** (semitones / 12)`` (partials and formants move together, as
+    when a recording is played faster; the frames keep their duration)."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    ratio = 2.0 ** (semitones / 12)
+    return np.stack([np.interp(freqs * ratio, freqs, band, right=0.0) for band in fb]).astype(np.float32)
+
+
 FREQUENCY_SCALES: tuple[str, ...] = ("mel", "log")
 #: Lowest band edge of the "log" filterbank when ``f_min`` is 0 (Hz; below the lowest TinySOL note's
 #: second harmonic, about 73 Hz).
@@ -136,15 +161,34 @@ class LogMel(nn.Module):
         self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.n_fft), persistent=False)
 
+        self.sample_rate = audio.sample_rate
+        # Filterbanks warped for test-time pitch shifts, by semitones (built when first asked for).
+        self._warped: dict[int, torch.Tensor] = {}
+
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.views(waves, ())[0]
+
+    def views(self, waves: torch.Tensor, semitones: tuple[int, ...]) -> list[torch.Tensor]:
+        """``(batch, samples)`` -> the log-mel, then the log-mel of the same sound pitch-shifted by
+        each of ``semitones`` (:func:`warp_filterbank`): ``1 + len(semitones)`` tensors
+        ``(batch, n_mels, frames)`` from one STFT."""
         # STFT in float32 even under mixed precision: power spectra overflow float16.
         with torch.autocast(device_type=waves.device.type, enabled=False):
             spec = torch.stft(waves.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
             power = spec.real.pow(2) + spec.imag.pow(2)
-            mel = self.mel_basis @ power
-            if self.compression == "log":
-                return torch.log(mel + LOG_FLOOR)
-            return mel
+            return [self._compress(basis @ power) for basis in [self.mel_basis, *map(self._warped_basis, semitones)]]
+
+    def _compress(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.compression == "log":
+            return torch.log(mel + LOG_FLOOR)
+        return mel
+
+    def _warped_basis(self, semitones: int) -> torch.Tensor:
+        basis = self._warped.get(semitones)
+        if basis is None or basis.device != self.mel_basis.device:
+            fb = warp_filterbank(self.mel_basis.cpu().numpy(), self.sample_rate, self.n_fft, semitones)
+            basis = self._warped[semitones] = torch.from_numpy(fb).to(self.mel_basis.device)
+        return basis
 
 
 # --- backbones -------------------------------------------------------------------------
@@ -310,6 +354,8 @@ class ProtoNet(nn.Module):
         per_channel = 2 * (bands if model.pooling == "time" else 1)
         if why := eval_shifts_problem(model.eval_shifts, audio.n_mels):
             raise ValueError(f"eval_shifts {model.eval_shifts}: {why}")
+        if why := pitch_shifts_problem(model.eval_pitch_shifts):
+            raise ValueError(f"eval_pitch_shifts {model.eval_pitch_shifts}: {why}")
         if not 0.0 <= model.dropout < 1.0:
             raise ValueError(f"dropout {model.dropout}: choose a value in [0, 1)")
         self.drop = nn.Dropout(model.dropout) if model.dropout > 0 else nn.Identity()
@@ -378,16 +424,21 @@ class ProtoNet(nn.Module):
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`).
 
-        Outside training, with ``eval_shifts`` k > 0, the mean over the 2k+1 band shifts -k..k.
+        Outside training, the mean over test-time views of each clip: the clip as it is and
+        pitch-shifted by each of ``eval_pitch_shifts`` semitones, each of those with its log-mel
+        shifted by -k..k bands (k = ``eval_shifts``).
         """
-        k = self.config.eval_shifts
-        if k == 0 or self.training:
+        k, semitones = self.config.eval_shifts, self.config.eval_pitch_shifts
+        if self.training or (k == 0 and not semitones):
             return self.encode(self.features(waves))
-        x = self.logmel(waves)
-        n = x.shape[0]
-        shifts = torch.arange(-k, k + 1, device=x.device).repeat_interleave(n)
-        emb = self.encode(self.normalize(shift_bands(x.repeat(2 * k + 1, 1, 1), shifts)))
-        return emb.reshape(2 * k + 1, n, -1).mean(dim=0)
+        views = self.logmel.views(waves, semitones)
+        n = waves.shape[0]
+        shifts = torch.arange(-k, k + 1, device=waves.device).repeat_interleave(n)
+        total = sum(
+            self.encode(self.normalize(shift_bands(x.repeat(2 * k + 1, 1, 1), shifts))).reshape(2 * k + 1, n, -1).sum(0)
+            for x in views
+        )
+        return total / (len(views) * (2 * k + 1))
 
     def finish(self, emb: torch.Tensor) -> torch.Tensor:
         """The comparison space: ``(..., dim)`` backbone embeddings (one per clip, after averaging

@@ -127,6 +127,7 @@ def eval_summary(
             "seed": seed,
             "eval_windows": n_windows,
             "eval_shifts": loaded.net.config.eval_shifts,
+            "eval_pitch_shifts": list(loaded.net.config.eval_pitch_shifts),
             "support_cov_weight": loaded.net.config.support_cov_weight,
             "dataset": source.to_dict(),
             "test_classes": result.classes,

@@ -153,6 +153,19 @@ def test_eval_shifts_changes_the_embeddings_and_is_reported(runner: CliRunner, t
     assert res.exit_code == 1 and "--shifts 99" in res.stderr and "bands" in res.stderr
 
 
+def test_eval_pitch_shifts_change_the_embeddings_and_are_reported(runner: CliRunner, trained_model: Path) -> None:
+    pitched = eval_json(runner, trained_model)  # new models also average over pitch shifts -8, -4, 4, 8
+    plain = eval_json(runner, trained_model, "--pitch-shifts", "none")
+    assert pitched["settings"]["eval_pitch_shifts"] == [-8, -4, 4, 8] and plain["settings"]["eval_pitch_shifts"] == []
+    assert pitched["per_class"] != plain["per_class"] or pitched["confusion"] != plain["confusion"]
+    again = eval_json(runner, trained_model, "--pitch-shifts", "-8,-4,4,8")  # the model's own setting, given
+    again.pop("seconds", None), pitched.pop("seconds", None)
+    assert again == pitched
+    for bad, why in (("-4,x", "whole semitones"), ("0,5", "nonzero"), ("24", "-12 to 12")):
+        res = runner.invoke(app, ["eval", str(trained_model), "--pitch-shifts", bad])
+        assert res.exit_code == 1 and f"--pitch-shifts {bad}" in res.stderr and why in res.stderr, res.stderr
+
+
 def test_eval_support_cov_weight_changes_the_scores_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
     plain = eval_json(runner, trained_model, "--support-cov-weight", "0")
     adapted = eval_json(runner, trained_model, "--support-cov-weight", "0.5")

@@ -13,11 +13,13 @@ from fslcli.model import (
     ProtoNet,
     cosine_similarity,
     log_filterbank,
+    pitch_shifts_problem,
     pooled_scatter,
     prototypes,
     shift_bands,
     squared_euclidean,
     support_adapted_factor,
+    warp_filterbank,
     within_class_whitener,
 )
 
@@ -125,7 +127,9 @@ def test_logmel_shape_and_power_option(rng: np.random.Generator) -> None:
 
 
 def test_clip_norm_is_gain_invariant(rng: np.random.Generator) -> None:
-    net = tiny(input_norm="clip").eval()
+    # Without pitch-shifted views: a view shifted up reads above the Nyquist frequency, and those
+    # empty bands sit at the log floor whatever the gain.
+    net = tiny(input_norm="clip", eval_pitch_shifts=()).eval()
     x = waves(rng, 3)
     with torch.no_grad():
         a, b = net.embed(x), net.embed(4.0 * x)
@@ -434,7 +438,7 @@ def test_shift_bands_moves_each_spectrogram_and_repeats_the_edge() -> None:
 
 
 def test_eval_shifts_average_shifted_embeddings_outside_training(rng: np.random.Generator) -> None:
-    net = tiny(eval_shifts=2).eval()
+    net = tiny(eval_shifts=2, eval_pitch_shifts=()).eval()
     x = waves(rng, 3)
     with torch.no_grad():
         mel = net.logmel(x)
@@ -445,3 +449,40 @@ def test_eval_shifts_average_shifted_embeddings_outside_training(rng: np.random.
     assert torch.allclose(plain, net.encode(net.normalize(mel)), atol=1e-5)  # training sees each clip once
     with pytest.raises(ValueError, match="eval_shifts 40"):
         ProtoNet(AUDIO, ModelConfig(eval_shifts=40))
+
+
+def tone(freq: float, seconds: float = 0.25, sr: int = 16_000) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr)) / sr
+    return torch.sin(2 * torch.pi * freq * t)[None, :]
+
+
+def test_warped_filterbank_reads_a_tone_as_one_pitch_shifted() -> None:
+    fb = LogMel(AUDIO).mel_basis.numpy()
+    assert np.allclose(warp_filterbank(fb, 16_000, AUDIO.n_fft, 0), fb)
+    logmel = LogMel(AUDIO)
+    plain, up, down = logmel.views(tone(440.0), (12, -12))
+    # An octave up, 440 Hz is read where 880 Hz is; an octave down, where 220 Hz is.
+    assert up.mean(-1).argmax() == logmel(tone(880.0)).mean(-1).argmax() != plain.mean(-1).argmax()
+    assert down.mean(-1).argmax() == logmel(tone(220.0)).mean(-1).argmax()
+    assert torch.equal(plain, logmel(tone(440.0)))
+
+
+def test_pitch_shifts_average_pitch_and_band_shifted_views_outside_training(rng: np.random.Generator) -> None:
+    net = tiny(eval_shifts=1, eval_pitch_shifts=(-4, 4)).eval()
+    x = waves(rng, 3)
+    with torch.no_grad():
+        views = [
+            net.encode(net.normalize(shift_bands(mel, torch.full((3,), s))))
+            for mel in net.logmel.views(x, (-4, 4))
+            for s in (-1, 0, 1)
+        ]
+        assert torch.allclose(net.embed(x), torch.stack(views).mean(dim=0), atol=1e-5)
+        net.train()
+        assert torch.allclose(net.embed(x), net.encode(net.normalize(net.logmel(x))), atol=1e-5)
+
+
+@pytest.mark.parametrize("semitones", [(0,), (13,), (-4, 4, -4)])
+def test_pitch_shifts_outside_an_octave_zero_or_repeated_are_refused(semitones: tuple[int, ...]) -> None:
+    assert pitch_shifts_problem(semitones) is not None
+    with pytest.raises(ValueError, match="eval_pitch_shifts"):
+        ProtoNet(AUDIO, ModelConfig(eval_pitch_shifts=semitones))

@@ -291,24 +291,23 @@ def test_model_files_from_before_embedding_norm_load_unnormalised(trained_model:
     assert torch.equal(loaded.net.finish(emb), emb)
 
 
-def test_model_files_from_before_eval_shifts_embed_each_clip_once(trained_model: Path, tmp_path: Path) -> None:
-    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
-    assert payload["settings"]["model"]["eval_shifts"] == 2  # the default
-    del payload["settings"]["model"]["eval_shifts"]
-    old = tmp_path / "old.pt"
-    torch.save(payload, old)
-    assert load_model(old).config.model.eval_shifts == 0
-
-
-def test_model_files_from_before_support_adaptation_whiten_by_training_classes_alone(
-    trained_model: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("setting", "default", "before"),
+    [
+        ("eval_shifts", 2, 0),  # each clip embedded once
+        ("support_cov_weight", 0.1, 0.0),  # whitened by the training classes alone
+        ("eval_pitch_shifts", [-8, -4, 4, 8], ()),  # no pitch-shifted views
+    ],
+)
+def test_model_files_from_before_a_setting_existed_load_with_how_they_were_evaluated(
+    trained_model: Path, tmp_path: Path, setting: str, default: object, before: object
 ) -> None:
     payload = torch.load(trained_model, map_location="cpu", weights_only=True)
-    assert payload["settings"]["model"]["support_cov_weight"] == 0.1  # the default
-    del payload["settings"]["model"]["support_cov_weight"]
+    assert payload["settings"]["model"][setting] == default
+    del payload["settings"]["model"][setting]
     old = tmp_path / "old.pt"
     torch.save(payload, old)
-    assert load_model(old).config.model.support_cov_weight == 0.0
+    assert getattr(load_model(old).config.model, setting) == before
 
 
 def test_auxiliary_class_loss_trains_but_stays_out_of_the_model_file(
