@@ -122,9 +122,6 @@ def variants(base: RunConfig) -> dict[str, RunConfig]:
         # levels off after a few hundred steps.
         "members-2+half-steps": replace(base, model=replace(m, members=2), train=replace(t, steps=t.steps // 2)),
         "members-2": replace(base, model=replace(m, members=2)),
-        # Tenth round (CPU): 1-shot training episodes (Snell et al. 2017 matched training shots to
-        # testing shots), for the 1-shot gap; validation episodes follow them.
-        "shots-1": replace(base, episode=replace(base.episode, shots=1)),
     }
 
 

@@ -533,7 +533,7 @@ def _train(
     )
 
     bars = Progress(
-        TextColumn("Training"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  val acc {task.fields[val]}"),
@@ -542,11 +542,13 @@ def _train(
         console=err,
         disable=quiet,
     )
-    task = bars.add_task("train", total=config.train.steps, loss="-", val="-")
+    task = bars.add_task("Training", total=config.train.steps, loss="-", val="-")
 
     def on_progress(ev: dict[str, Any]) -> None:
         if ev["event"] == "step":
             bars.update(task, completed=ev["step"], loss=f"{ev['loss']:.3f}")
+        elif ev["event"] == "calibrate":
+            bars.update(task, description="Calibrating the comparison space")
         elif "val_acc" in ev:
             bars.update(task, val=f"{ev['val_acc']:.3f}")
 

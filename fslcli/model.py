@@ -421,14 +421,15 @@ class ProtoNet(nn.Module):
             pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return head(self.drop(pooled))
 
-    def embed(self, waves: torch.Tensor) -> torch.Tensor:
+    def embed(self, waves: torch.Tensor, semitones: tuple[int, ...] | None = None) -> torch.Tensor:
         """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`).
 
         Outside training, the mean over test-time views of each clip: the clip as it is and
-        pitch-shifted by each of ``eval_pitch_shifts`` semitones, each of those with its log-mel
-        shifted by -k..k bands (k = ``eval_shifts``).
+        pitch-shifted by each of ``semitones`` (default ``eval_pitch_shifts``), each of those
+        with its log-mel shifted by -k..k bands (k = ``eval_shifts``).
         """
-        k, semitones = self.config.eval_shifts, self.config.eval_pitch_shifts
+        k = self.config.eval_shifts
+        semitones = self.config.eval_pitch_shifts if semitones is None else semitones
         if self.training or (k == 0 and not semitones):
             return self.encode(self.features(waves))
         views = self.logmel.views(waves, semitones)

@@ -30,7 +30,15 @@ import torch.nn.functional as F
 from fslcli.config import AugmentConfig, EpisodeConfig, RunConfig
 from fslcli.datasets import DataSource
 from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
-from fslcli.evaluation import TRAIN_STREAM, VAL_STREAM, clip_onset, clip_windows, draw_episodes, score_episodes
+from fslcli.evaluation import (
+    TRAIN_STREAM,
+    VAL_STREAM,
+    clip_onset,
+    clip_windows,
+    draw_episodes,
+    embed_windows,
+    score_episodes,
+)
 from fslcli.features import WaveCache
 from fslcli.model import ProtoNet, shift_bands
 
@@ -461,7 +469,9 @@ def _lit_module_class():
 
         def validation_step(self, batch, batch_idx: int) -> None:
             wins, own = batch
-            self._val_emb.append(self.eval_net.embed(wins).float().cpu())
+            # Without the pitch-shifted views, a fifth of their cost at every validation: ``fit``
+            # refits the saved model's calibration to every view once training ends.
+            self._val_emb.append(self.eval_net.embed(wins, semitones=()).float().cpu())
 
         def on_validation_epoch_end(self) -> None:
             if not self._val_emb:
@@ -697,6 +707,10 @@ def fit(
     net = build_net(config, tc.seed)
     prefix = "ema_net." if tc.ema_decay > 0 else "net."
     net.load_state_dict({k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
+    if config.model.eval_pitch_shifts and val.n_center:
+        if progress is not None:
+            progress({"event": "calibrate"})
+        refit_calibration(net, val, "cuda" if accelerator == "gpu" else accelerator)
     best_step = int(state.get("global_step", 0))
     best = _best_val_acc(run_dir, best_step)
     meta = {
@@ -711,6 +725,18 @@ def fit(
     save_model(model_path, net, config, source, meta)
     _write_learning_curves(run_dir)
     return FitResult(run_dir, model_path, meta["best_val_acc"], best_step, seconds, int(trainer.global_step), True)
+
+
+def refit_calibration(net: ProtoNet, val: ValData, device: str) -> None:
+    """Fit ``net``'s centre and whitening (:meth:`ProtoNet.calibrate`) to the calibration clips
+    embedded with every test-time view, as evaluation embeds them (validation leaves out the
+    pitch-shifted views). ``net`` ends on the CPU."""
+    n_val = len(val.ids)
+    mine = val.owners >= n_val
+    emb = embed_windows(
+        net.to(device), val.windows[mine], val.owners[mine] - n_val, val.n_center, device=device, finish=False
+    )
+    net.cpu().calibrate(emb, torch.from_numpy(val.center_labels))
 
 
 def _fit_or_interrupt(trainer: Any, lit: Any, ckpt_path: str | None) -> None:

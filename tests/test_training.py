@@ -508,3 +508,21 @@ def test_ddp_two_cpu_processes_write_a_loadable_model(gm_home: Path, tmp_path: P
     assert loaded.config.train.devices == 2
     torch.load(out / "model.pt", weights_only=True)
     assert [r["step"] for r in history(out)] == [1, 2]  # rank 0 alone writes the history
+
+
+def test_the_saved_calibration_is_refitted_to_every_test_time_view(rng: np.random.Generator) -> None:
+    from fslcli.config import AudioConfig, ModelConfig
+    from fslcli.evaluation import embed_windows
+    from fslcli.model import ProtoNet
+
+    audio = AudioConfig(excerpt_seconds=0.25, n_mels=32)
+    net = ProtoNet(audio, ModelConfig(channels=(4, 8), embedding_dim=16, eval_pitch_shifts=(-4, 4))).eval()
+    # Two validation clips (owners 0, 1), then six calibration clips of two classes.
+    windows = (0.1 * rng.standard_normal((8, audio.excerpt_samples))).astype(np.float32)
+    val = training.ValData(windows, np.arange(8), [0, 1], [], np.array([0, 0, 0, 1, 1, 1]))
+    training.refit_calibration(net, val, "cpu")
+    every_view = embed_windows(net, windows[2:], np.arange(6), 6, finish=False)
+    assert torch.allclose(net.center, every_view.mean(dim=0), atol=1e-5)
+    with torch.no_grad():
+        as_validated = net.embed(torch.from_numpy(windows[2:]), semitones=())
+    assert not torch.allclose(net.center, as_validated.mean(dim=0), atol=1e-3)  # not validation's space
