@@ -160,7 +160,6 @@ class LogMel(nn.Module):
             raise ValueError(f"frequency_scale {audio.frequency_scale!r}: choose one of {FREQUENCY_SCALES}")
         self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.n_fft), persistent=False)
-
         self.sample_rate = audio.sample_rate
         # Filterbanks warped for test-time pitch shifts, by semitones (built when first asked for).
         self._warped: dict[int, torch.Tensor] = {}
