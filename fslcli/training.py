@@ -710,7 +710,9 @@ def fit(
     if config.model.eval_pitch_shifts and val.n_center:
         if progress is not None:
             progress({"event": "calibrate"})
-        refit_calibration(net, val, "cuda" if accelerator == "gpu" else accelerator)
+        from fslcli.workflows import device_for
+
+        refit_calibration(net, val, device_for(accelerator))
     best_step = int(state.get("global_step", 0))
     best = _best_val_acc(run_dir, best_step)
     meta = {
