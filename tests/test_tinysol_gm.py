@@ -21,6 +21,7 @@ from fslcli.datasets.instruments import (
     DYNAMICS,
     INSTRUMENTS,
     METADATA_COLUMNS,
+    PROVENANCE_COLUMNS,
     pitch_name,
 )
 from fslcli.datasets.tinysol_gm import (
@@ -97,7 +98,7 @@ def test_metadata_csv_matches_tinysol(rendered: RenderReport) -> None:
     home = rendered.data_home
     with open(home / "annotation" / "TinySOL_metadata.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert tuple(header) == METADATA_COLUMNS
+    assert tuple(header) == METADATA_COLUMNS + PROVENANCE_COLUMNS  # TinySOL's own columns first, unchanged
     rows = read_rows(home)
     assert len(rows) == rendered.written
     assert [r["Path"] for r in rows] == sorted(r["Path"] for r in rows)
@@ -297,6 +298,76 @@ def test_refuses_a_foreign_folder_without_force(tmp_path: Path) -> None:
     assert not (home / "notes.txt").exists()
     assert (home / MARKER_NAME).is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_provenance_columns_are_written_and_read(tmp_path: Path) -> None:
+    """Every note names its preset and samples; Viola's samples are the Violin's in TimGM6mb,
+    which the report and the result name; the reader gives each clip its source group."""
+    from fslcli.datasets.tinysol import read_tinysol
+
+    home = tmp_path / "gm"
+    violin, viola = BY_NAME["Violin"], BY_NAME["Viola"]
+    report = render_tinysol_gm(home, instruments=(violin, viola), max_notes_per_instrument=12, sample_rate=8_000)
+    rows = read_rows(home)
+    for row in rows:
+        program = BY_NAME[row["Instrument (in full)"]].gm_program
+        assert row["SoundFont Preset"].startswith(f"000:{program:03d} ")
+        assert row["SoundFont Samples"] and all(
+            re.fullmatch(r".+ \[\d+\]", s) for s in row["SoundFont Samples"].split("|")
+        )
+        assert row["Source Group"].startswith(BY_NAME[row["Instrument (in full)"]].abbr + "-")
+    # One note's dynamics share a waveform (no velocity layers): one group; groups follow samples.
+    by_note = {}
+    for row in rows:
+        by_note.setdefault((row["Instrument (in full)"], row["Pitch ID"]), set()).add(row["Source Group"])
+    assert all(len(g) == 1 for g in by_note.values())
+    samples_of = {}
+    for row in rows:
+        samples_of.setdefault((row["Instrument (in full)"], row["Source Group"]), set()).update(
+            row["SoundFont Samples"].split("|")
+        )
+    for (inst, g), samples in samples_of.items():
+        others = [s for (i, h), s in samples_of.items() if i == inst and h != g]
+        assert all(not samples & o for o in others)
+
+    assert [(p.first, p.second) for p in report.shared] == [("Violin", "Viola")]
+    saved = json.loads((home / "render_report.json").read_text())
+    assert saved["shared"][0]["instruments"] == ["Violin", "Viola"] and saved["shared"][0]["roles"] == ["train", "test"]
+    assert saved["instruments"]["Viola"]["source_groups"] == len(
+        {r["Source Group"] for r in rows if r["Instrument (abbr.)"] == "Va"}
+    )
+
+    read = read_tinysol(home)
+    assert read.notices == ()
+    groups = {c.path.name: c.group for c in read.clips}
+    assert all(groups[Path(r["Path"]).name] == r["Source Group"] for r in rows)
+
+
+def test_a_render_without_provenance_falls_back_to_notes(tmp_path: Path) -> None:
+    from fslcli.datasets.tinysol import read_tinysol
+
+    home = tmp_path / "gm"
+    render_tinysol_gm(home, instruments=(VIOLIN,), max_notes_per_instrument=3, sample_rate=8_000)
+    csv_path = home / "annotation" / "TinySOL_metadata.csv"
+    with open(csv_path, newline="") as f:
+        old = [row[: len(METADATA_COLUMNS)] for row in csv.reader(f)]
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(old)
+    read = read_tinysol(home)
+    assert len(read.notices) == 1 and "fsl download tinysol-gm --data-home" in read.notices[0]
+    assert {c.group for c in read.clips} == {f"Violin/{c.pitch_id}" for c in read.clips}
+    assert len({c.group for c in read.clips}) == 3
+
+
+def test_an_older_renderers_output_is_replaced_without_force(tmp_path: Path) -> None:
+    home = tmp_path / "gm"
+    render_tinysol_gm(home, **TINY)
+    marker = json.loads((home / MARKER_NAME).read_text())
+    marker["settings"]["renderer_version"] = tinysol_gm.RENDERER_VERSION - 1
+    (home / MARKER_NAME).write_text(json.dumps(marker))
+    report = render_tinysol_gm(home, **TINY)
+    assert not report.reused
+    assert json.loads((home / MARKER_NAME).read_text())["settings"]["renderer_version"] == tinysol_gm.RENDERER_VERSION
 
 
 def test_refuses_a_render_with_other_settings_without_force(tmp_path: Path) -> None:

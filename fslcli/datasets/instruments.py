@@ -66,6 +66,10 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "Resampled",
 )
 
+#: Columns the offline render adds after TinySOL's own: the SoundFont preset and samples that
+#: sound the note, and its source group (notes of one instrument that share a recording).
+PROVENANCE_COLUMNS: tuple[str, ...] = ("SoundFont Preset", "SoundFont Samples", "Source Group")
+
 _PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 

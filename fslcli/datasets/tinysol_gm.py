@@ -8,6 +8,11 @@ result is laid out exactly like TinySOL (``audio/<Family>/<Folder>/ordinario/*.w
 ``annotation/TinySOL_metadata.csv``) with a mirdata index in ``index/``, so mirdata's own
 TinySOL loader and every fslcli TinySOL code path read it unchanged.
 
+Every note's provenance is recorded: the SoundFont preset and samples that sound it and its
+source group (:mod:`fslcli.datasets.provenance`), as three columns after TinySOL's own in the
+metadata CSV (:data:`PROVENANCE_COLUMNS`), so TinySOL's columns and readers are unchanged.
+``render_report.json`` names every pair of instruments that sound a common recording.
+
 Rendering is deterministic: the same font bytes, seed and settings give byte-identical
 files. Each note's hold time comes from its own generator, keyed by (seed, instrument,
 MIDI note, dynamics), so it does not depend on which other notes are rendered or in what
@@ -34,22 +39,28 @@ import numpy as np
 import soundfile as sf
 import tinysoundfont
 
+from fslcli.config import DEFAULT_TEST_CLASSES, DEFAULT_TRAIN_CLASSES
 from fslcli.datasets import mirdata_index
+from fslcli.datasets.base import RENDER_MARKER
 from fslcli.datasets.instruments import (
     DYNAMICS,
     INSTRUMENTS,
     METADATA_COLUMNS,
+    PROVENANCE_COLUMNS,
     Instrument,
     pitch_name,
 )
+from fslcli.datasets.provenance import REPORT_NAME, SharedPair, shared_pairs, source_groups, write_report
+from fslcli.datasets.soundfont import SoundFont, duplicate_samples, parse_soundfont
 from fslcli.errors import DownloadError
 
 #: Bump whenever a change here alters the rendered bytes; a data home rendered by another
-#: version is not reused.
-RENDERER_VERSION: int = 1
+#: version is not reused (it is replaced without --force: it is this renderer's own output).
+#: 2: provenance columns and render_report.json.
+RENDERER_VERSION: int = 2
 
 #: Completion marker, written last inside the render before it is moved into place.
-MARKER_NAME = ".fsl-render.json"
+MARKER_NAME = RENDER_MARKER
 
 #: Range of the seeded hold time (note-on to note-off), in seconds.
 HOLD_SECONDS: tuple[float, float] = (1.5, 3.5)
@@ -95,7 +106,8 @@ class RenderReport:
 
     ``per_instrument`` maps TinySOL's "Instrument (in full)" names to files written;
     ``skipped_silent`` counts notes the font could not sound (never written);
-    ``reused`` is True when a matching complete render was already in place.
+    ``reused`` is True when a matching complete render was already in place; ``shared`` lists
+    the instruments that sound common recordings in this font (:mod:`~fslcli.datasets.provenance`).
     """
 
     data_home: Path
@@ -104,6 +116,7 @@ class RenderReport:
     per_instrument: dict[str, int]
     seconds: float
     reused: bool
+    shared: tuple[SharedPair, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,9 @@ def render_tinysol_gm(
 
     existing = _read_marker(data_home)
     if existing is not None and existing.get("settings") == settings and not force:
+        from fslcli.datasets.provenance import read_shared_pairs
+
+        found = read_shared_pairs(data_home)
         return RenderReport(
             data_home=data_home,
             written=int(existing["written"]),
@@ -184,16 +200,24 @@ def render_tinysol_gm(
             per_instrument={i.full: int(existing["per_instrument"][i.full]) for i in instruments},
             seconds=time.perf_counter() - started,
             reused=True,
+            shared=tuple(found[1]) if found else (),
         )
-    _check_replaceable(data_home, existing, force)
+    _check_replaceable(data_home, existing, settings, force)
 
     synth, sfid = _load_synth(font_path, font_bytes, sample_rate)
+    try:
+        font = parse_soundfont(font_bytes)
+    except ValueError as exc:
+        raise DownloadError(
+            f"SoundFont {font_path} cannot be parsed ({exc}); pass a valid .sf2/.sf3 file (CLI: --soundfont)"
+        ) from None
     partial = _make_partial(data_home)
     try:
         counts = _render_into(
             partial,
             synth,
             sfid,
+            font,
             font_path,
             settings,
             seed,
@@ -206,7 +230,7 @@ def render_tinysol_gm(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    written, skipped, per_instrument = counts
+    written, skipped, per_instrument, shared = counts
     return RenderReport(
         data_home=data_home,
         written=written,
@@ -214,6 +238,7 @@ def render_tinysol_gm(
         per_instrument=per_instrument,
         seconds=time.perf_counter() - started,
         reused=False,
+        shared=tuple(shared),
     )
 
 
@@ -225,6 +250,7 @@ def _render_into(
     out: Path,
     synth: tinysoundfont.Synth,
     sfid: int,
+    font: SoundFont,
     font_path: Path,
     settings: dict[str, Any],
     seed: int,
@@ -232,10 +258,12 @@ def _render_into(
     instruments: Sequence[Instrument],
     max_notes: int | None,
     sample_rate: int,
-) -> tuple[int, int, dict[str, int]]:
-    """Render every note into ``out``, then the metadata, the index and the marker (last)."""
+) -> tuple[int, int, dict[str, int], list[SharedPair]]:
+    """Render every note into ``out``, then the metadata, the index, the provenance report and
+    the marker (last)."""
     plan = [(inst, _notes(inst, max_notes)) for inst in instruments]
     total = sum(len(notes) for _, notes in plan)
+    sources = _NoteSources(font, plan)
     done = 0
     skipped = 0
     rows: list[list[str]] = []
@@ -263,13 +291,20 @@ def _render_into(
                 "use a General MIDI SoundFont (CLI: --soundfont)"
             )
         folds = assign_folds(len(kept), fold_rng(seed, inst))
-        rows.extend(_metadata_row(note, fold) for note, fold in zip(kept, folds, strict=True))
+        groups = source_groups([sources.recordings(note) for note in kept])
+        rows.extend(
+            _metadata_row(note, fold) + sources.columns(note, group)
+            for note, fold, group in zip(kept, folds, groups, strict=True)
+        )
         per_instrument[inst.full] = len(kept)
+        sources.add_rendered(inst, kept, groups)
 
     rows.sort(key=lambda row: row[0])
     _write_metadata(out / "annotation" / "TinySOL_metadata.csv", rows)
     mirdata_index.write_index(out, [f"audio/{row[0]}" for row in rows])
     written = len(rows)
+    shared = sources.shared()
+    write_report(out / REPORT_NAME, sources.report(font_path, settings["soundfont_sha256"], per_instrument, shared))
     marker = {
         "settings": settings,
         "written": written,
@@ -277,7 +312,74 @@ def _render_into(
         "per_instrument": per_instrument,
     }
     (out / MARKER_NAME).write_text(json.dumps(marker, indent=1, sort_keys=True), encoding="utf-8")
-    return written, skipped, per_instrument
+    return written, skipped, per_instrument, shared
+
+
+class _NoteSources:
+    """The samples behind each planned note, with copies of one recording merged
+    (:func:`~fslcli.datasets.soundfont.duplicate_samples`), and what the rendered notes used."""
+
+    def __init__(self, font: SoundFont, plan: Sequence[tuple[Instrument, Sequence[_Note]]]) -> None:
+        self.font = font
+        self.samples = {
+            (inst.abbr, n.midi, n.velocity): font.sample_indices(0, inst.gm_program, n.midi, n.velocity)
+            for inst, notes in plan
+            for n in notes
+        }
+        self.canonical = duplicate_samples(font, [i for ids in self.samples.values() for i in ids])
+        self.used: dict[str, set[int]] = {}
+        self.groups: dict[str, int] = {}
+
+    def recordings(self, note: _Note) -> tuple[int, ...]:
+        return tuple(sorted({self.canonical[i] for i in self._indices(note)}))
+
+    def _indices(self, note: _Note) -> tuple[int, ...]:
+        return self.samples[(note.instrument.abbr, note.midi, note.velocity)]
+
+    def columns(self, note: _Note, group: int) -> list[str]:
+        """The provenance columns of one note (:data:`PROVENANCE_COLUMNS`)."""
+        program = note.instrument.gm_program
+        preset = f"000:{program:03d} {self.font.preset_name(0, program) or ''}".rstrip()
+        samples = "|".join(self.font.sample_label(i) for i in self._indices(note))
+        return [preset, samples, f"{note.instrument.abbr}-{group}"]
+
+    def add_rendered(self, inst: Instrument, kept: Sequence[_Note], groups: Sequence[int]) -> None:
+        self.used[inst.full] = {s for note in kept for s in self.recordings(note)}
+        self.groups[inst.full] = len(set(groups))
+
+    def shared(self) -> list[SharedPair]:
+        return shared_pairs(self.used, {i: self.font.sample_label(i) for ids in self.used.values() for i in ids})
+
+    def report(
+        self, font_path: Path, sha256: str, per_instrument: dict[str, int], shared: list[SharedPair]
+    ) -> dict[str, Any]:
+        roles = default_roles()
+        return {
+            "soundfont": font_path.name,
+            "soundfont_sha256": sha256,
+            "instruments": {
+                name: {
+                    "files": per_instrument[name],
+                    "recordings": len(self.used[name]),
+                    "source_groups": self.groups[name],
+                    "role": roles.get(name, ""),
+                }
+                for name in per_instrument
+            },
+            "shared": [
+                {
+                    "instruments": [p.first, p.second],
+                    "roles": [roles.get(p.first, ""), roles.get(p.second, "")],
+                    "samples": list(p.samples),
+                }
+                for p in shared
+            ],
+        }
+
+
+def default_roles() -> dict[str, str]:
+    """Each TinySOL instrument's side of the default split: "train" or "test"."""
+    return {**{n: "train" for n in DEFAULT_TRAIN_CLASSES}, **{n: "test" for n in DEFAULT_TEST_CLASSES}}
 
 
 def render_note(
@@ -440,7 +542,7 @@ def _write_metadata(path: Path, rows: list[list[str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(METADATA_COLUMNS)
+        writer.writerow(METADATA_COLUMNS + PROVENANCE_COLUMNS)
         writer.writerows(rows)
 
 
@@ -536,13 +638,16 @@ def _read_marker(data_home: Path) -> dict[str, Any] | None:
     return marker
 
 
-def _check_replaceable(data_home: Path, existing: dict[str, Any] | None, force: bool) -> None:
-    """Refuse to replace anything but an empty folder unless ``force`` is set."""
+def _check_replaceable(data_home: Path, existing: dict[str, Any] | None, settings: dict[str, Any], force: bool) -> None:
+    """Refuse to replace anything but an empty folder, or the same render made by an older
+    renderer, unless ``force`` is set."""
     if not data_home.exists():
         return
     if not data_home.is_dir():
         raise DownloadError(f"{data_home} exists and is not a folder; remove it or choose another --data-home")
     if force or not any(data_home.iterdir()):
+        return
+    if existing is not None and _same_but_older(existing["settings"], settings):
         return
     if existing is not None:
         reason = "holds a SoundFont render with different settings (font, seed, version, ...)"
@@ -551,6 +656,15 @@ def _check_replaceable(data_home: Path, existing: dict[str, Any] | None, force: 
     raise DownloadError(
         f"{data_home} {reason}; pass force=True (CLI: --force) to replace it, or choose another --data-home"
     )
+
+
+def _same_but_older(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The same render request (font, seed, notes) made by an older renderer version."""
+    version = old.get("renderer_version")
+    same = {k: v for k, v in old.items() if k != "renderer_version"} == {
+        k: v for k, v in new.items() if k != "renderer_version"
+    }
+    return same and isinstance(version, int) and version < new["renderer_version"]
 
 
 def _remove_partials(data_home: Path) -> None:
