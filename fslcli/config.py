@@ -193,6 +193,11 @@ class SplitConfig:
     test_classes: tuple[str, ...] = DEFAULT_TEST_CLASSES
     val_classes: tuple[str, ...] = ()
     val_fold: int = 4
+    #: What keeps support and query apart within a class, and what validation folds are dealt
+    #: by: "source" (clips that share a recording: a TinySOL note, a SoundFont sample, a
+    #: folder's groups.csv), "note" (one pitch of one instrument) or "none" (each clip alone,
+    #: folds as the data gives them).
+    group_by: str = "source"
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fslcli.config import EpisodeConfig
-from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
+from fslcli.episodes import Episode, Pool, draw_episodes
 from fslcli.features import WaveCache
 from fslcli.model import ProtoNet, prototypes
 
@@ -223,12 +223,6 @@ def summarise(scores: EpisodeScores, classes: Sequence[str]) -> tuple[dict[str, 
     return per_class, conf
 
 
-def draw_episodes(pool: Pool, cfg: EpisodeConfig, n: int, seed: int, stream: int = TEST_STREAM) -> list[Episode]:
-    """``n`` episodes, episode ``i`` from ``(seed, i)`` in ``stream``; checks the pool first."""
-    check_pool(pool, cfg, what="evaluation episodes")
-    return [sample_episode(pool, cfg, episode_rng(seed, i, 0, stream)) for i in range(n)]
-
-
 def evaluate(
     net: ProtoNet,
     cache: WaveCache,
@@ -240,11 +234,13 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     stream: int = TEST_STREAM,
+    groups: np.ndarray | None = None,
 ) -> EvalResult:
-    """Run ``n_episodes`` seeded episodes on ``pool`` and summarise them."""
+    """Run ``n_episodes`` seeded episodes on ``pool`` and summarise them; with ``groups`` (each
+    clip's source group), support and query never share a group within a class."""
     import time
 
-    episodes = draw_episodes(pool, cfg, n_episodes, seed, stream)
+    episodes = draw_episodes(pool, cfg, n_episodes, seed, stream, groups=groups, what="evaluation episodes")
     ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
     t0 = time.perf_counter()
     emb = embed_cached(net, cache, ids, n_windows, device=device, progress=progress, finish=False)

@@ -29,13 +29,12 @@ import torch.nn.functional as F
 
 from fslcli.config import AugmentConfig, EpisodeConfig, RunConfig
 from fslcli.datasets import DataSource
-from fslcli.episodes import Episode, Pool, check_pool, episode_rng, sample_episode
+from fslcli.episodes import Episode, Pool, check_pool, draw_episodes, episode_rng, sample_episode, sample_split_episode
 from fslcli.evaluation import (
     TRAIN_STREAM,
     VAL_STREAM,
     clip_onset,
     clip_windows,
-    draw_episodes,
     embed_windows,
     score_episodes,
 )
@@ -264,23 +263,31 @@ def build_net(config: RunConfig, seed: int) -> ProtoNet:
 class ValData:
     """Fixed validation windows and episodes (the same at every validation).
 
-    ``windows`` ``(n, samples)`` hold the validation clips' windows, then the windows of the
-    training clips that calibrate the comparison space (``ProtoNet.calibrate``: none unless
-    ``embedding_norm`` is "whitened" or "centered-l2"); ``owners`` ``(n,)`` gives each
-    window's clip: ``0..len(ids)-1`` for validation clips, ``len(ids)..`` for the calibration
-    clips, whose class indices are ``center_labels`` ``(n_center,)``.
+    ``windows`` ``(n_windows, samples)`` are the windows of the clips ``ids`` (cache indices);
+    ``owners`` ``(n_windows,)`` gives each window's position in ``ids``. ``center_rows`` are the
+    positions of the training clips that calibrate the comparison space (``ProtoNet.calibrate``;
+    none unless ``embedding_norm`` is "whitened" or "centered-l2"), with class indices
+    ``center_labels``.
     """
 
     windows: np.ndarray
     owners: np.ndarray
     ids: list[int]
     episodes: list[Episode]
+    center_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     center_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_center(self) -> int:
-        """How many calibration clips follow the validation clips."""
-        return len(self.center_labels)
+        """How many clips calibrate the comparison space."""
+        return len(self.center_rows)
+
+    def center_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The calibration clips' windows and each one's position in ``center_rows``."""
+        where = np.full(len(self.ids), -1, dtype=np.int64)
+        where[self.center_rows] = np.arange(len(self.center_rows))
+        mine = where[self.owners] >= 0
+        return self.windows[mine], where[self.owners[mine]]
 
 
 #: Validation draws from at most this many held-out clips per class (a seeded subset), so its
@@ -303,28 +310,59 @@ def _subset(pool: Pool, n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     return {c: np.sort(rng.choice(ids, size=n, replace=False)) if len(ids) > n else ids for c, ids in pool.items()}
 
 
-def make_val_data(cache: WaveCache, pool: Pool, config: RunConfig, train_pool: Pool | None = None) -> ValData:
-    """Validation episodes over (a capped subset of) ``pool``, and, where embeddings are
-    centred, the windows of the ``train_pool`` clips that set the centre."""
+def make_val_data(
+    cache: WaveCache,
+    pool: Pool,
+    config: RunConfig,
+    train_pool: Pool | None = None,
+    groups: np.ndarray | None = None,
+) -> ValData:
+    """Validation episodes and the clips they and the calibration need.
+
+    Held-out recordings of the training classes (the default, ``pool`` their held-out fold):
+    each episode's support comes from the training clips, its queries from held-out ones, so no
+    query shares a recording with the support (folds are dealt per source group). Held-out
+    classes (``val_classes``): ordinary episodes within them, grouped by ``groups``.
+    Where embeddings are centred, the ``train_pool`` clips that set the centre are embedded too.
+    """
     rng = episode_rng(config.train.seed, 0, 0, VAL_STREAM + 100)
     pool = _subset(pool, MAX_VAL_CLIPS_PER_CLASS, rng)
-    cfg = val_episode_config(pool, config.episode)
-    episodes = draw_episodes(pool, cfg, config.train.val_episodes, config.train.seed, VAL_STREAM)
-    ids = sorted({int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])})
-    excerpt = config.audio.excerpt_samples
-    wins, owners = clip_windows(cache, ids, excerpt, config.eval_windows)
-    if config.model.embedding_norm not in ("whitened", "centered-l2") or not train_pool:
-        return ValData(wins, owners, ids, episodes)
-    chosen = _subset(train_pool, center_clips_per_class(len(train_pool)), rng)
-    label_of = {int(i): k for k, c in enumerate(sorted(chosen)) for i in chosen[c]}
-    center_ids = sorted(label_of)
-    c_wins, c_owners = clip_windows(cache, center_ids, excerpt, config.eval_windows)
-    return ValData(
-        np.concatenate([wins, c_wins]),
-        np.concatenate([owners, c_owners + len(ids)]),
-        ids,
-        episodes,
-        np.array([label_of[i] for i in center_ids], dtype=np.int64),
+    calib = _subset(train_pool or {}, center_clips_per_class(len(train_pool or {})), rng)
+    n = config.train.val_episodes
+    if config.split.val_classes or not calib:
+        cfg = val_episode_config(pool, config.episode)
+        episodes = draw_episodes(pool, cfg, n, config.train.seed, VAL_STREAM, groups=groups, what="validation episodes")
+    else:
+        cfg = split_val_config(calib, pool, config.episode)
+        episodes = [
+            sample_split_episode(calib, pool, cfg, episode_rng(config.train.seed, i, 0, VAL_STREAM)) for i in range(n)
+        ]
+    used = {int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])}
+    calibrates = config.model.embedding_norm in ("whitened", "centered-l2") and bool(calib)
+    label_of = {int(i): k for k, c in enumerate(sorted(calib)) for i in calib[c]} if calibrates else {}
+    ids = sorted(used | set(label_of))
+    wins, owners = clip_windows(cache, ids, config.audio.excerpt_samples, config.eval_windows)
+    rows = np.array([k for k, i in enumerate(ids) if i in label_of], dtype=np.int64)
+    labels = np.array([label_of[ids[k]] for k in rows], dtype=np.int64)
+    return ValData(wins, owners, ids, episodes, rows, labels)
+
+
+def split_val_config(support: Pool, query: Pool, cfg: EpisodeConfig) -> EpisodeConfig:
+    """Validation episodes with support from training clips and queries from held-out ones: the
+    run's shape, with fewer ways, shots or queries where the data is small."""
+    from fslcli.errors import EpisodeError
+
+    both = [c for c in query if len(query[c]) and len(support.get(c, ()))]
+    if len(both) < 2:
+        raise EpisodeError(
+            f"validation needs at least 2 training classes with held-out recordings; found {len(both)} "
+            f"({', '.join(both) or 'none'}): a class needs 5 source groups to give one to validation. Add "
+            "recordings, hold out whole classes with --val-classes, or use --group-by none"
+        )
+    return EpisodeConfig(
+        ways=min(cfg.ways, len(both)),
+        shots=min(cfg.shots, min(len(support[c]) for c in both)),
+        queries=min(cfg.queries, min(len(query[c]) for c in both)),
     )
 
 
@@ -478,18 +516,16 @@ def _lit_module_class():
                 return
             emb_w = torch.cat(self._val_emb)
             own = torch.from_numpy(self.val.owners)
-            n_val = len(self.val.ids)
-            n = n_val + self.val.n_center
+            n = len(self.val.ids)
             emb = torch.zeros(n, emb_w.shape[1]).index_add_(0, own, emb_w)
             emb = emb / torch.bincount(own, minlength=n).clamp(min=1).unsqueeze(1).float()
             if self.val.n_center:
                 # Saved with this validation's checkpoint, so model.pt compares as validation did.
-                self.eval_net.calibrate(emb[n_val:], torch.from_numpy(self.val.center_labels))
+                rows = torch.from_numpy(self.val.center_rows)
+                self.eval_net.calibrate(emb[rows], torch.from_numpy(self.val.center_labels))
             pos = {c: k for k, c in enumerate(self.val.ids)}
             with torch.no_grad():
-                scores = score_episodes(
-                    self.eval_net, emb[:n_val].to(self.device), pos, self.val.episodes, finished=False
-                )
+                scores = score_episodes(self.eval_net, emb.to(self.device), pos, self.val.episodes, finished=False)
             self.log("val_acc", float(scores.accuracy.mean()), prog_bar=True, sync_dist=False, batch_size=1)
             self.log("val_loss", float(scores.loss.mean()), sync_dist=False, batch_size=1)
             # What "best" means: the highest validation accuracy; among equal accuracies (held-out
@@ -615,7 +651,10 @@ def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
         # training classes is a mistake even though training episodes use every class.
         check_pool(train_pool, config.episode, what="training episodes")
     check_pool(train_pool, train_episode_config(config, len(train_pool)), what="training episodes")
-    val_episode_config(val_pool, config.episode)
+    if config.split.val_classes:
+        val_episode_config(val_pool, config.episode)
+    else:
+        split_val_config(train_pool, val_pool, config.episode)
     return accelerator
 
 
@@ -629,8 +668,12 @@ def fit(
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> FitResult:
-    """Train, keep the best checkpoint by validation accuracy, and write ``run_dir/model.pt``."""
+    """Train, keep the best checkpoint by validation accuracy, and write ``run_dir/model.pt``.
+
+    ``groups``: each clip's source group (``Pools.groups``), which keeps the support and queries
+    of validation episodes on held-out classes apart."""
     quiet_lightning()
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -642,7 +685,7 @@ def fit(
 
     tc = config.train
     accelerator = preflight(config, train_pool, val_pool)
-    val = make_val_data(cache, val_pool, config, train_pool)
+    val = make_val_data(cache, val_pool, config, train_pool, groups)
     lit = _lit_module_class()(config, cache, train_pool, val)
     ckpt_dir = run_dir / "checkpoints"
     # save_on_train_epoch_end=False: saved at validation end, Lightning resumes the block as ended once.
@@ -733,11 +776,8 @@ def refit_calibration(net: ProtoNet, val: ValData, device: str) -> None:
     """Fit ``net``'s centre and whitening (:meth:`ProtoNet.calibrate`) to the calibration clips
     embedded with every test-time view, as evaluation embeds them (validation leaves out the
     pitch-shifted views). ``net`` ends on the CPU."""
-    n_val = len(val.ids)
-    mine = val.owners >= n_val
-    emb = embed_windows(
-        net.to(device), val.windows[mine], val.owners[mine] - n_val, val.n_center, device=device, finish=False
-    )
+    windows, owners = val.center_windows()
+    emb = embed_windows(net.to(device), windows, owners, val.n_center, device=device, finish=False)
     net.cpu().calibrate(emb, torch.from_numpy(val.center_labels))
 
 

@@ -12,13 +12,12 @@ import torch
 from conftest import make_tiny_net
 
 from fslcli.config import EpisodeConfig
-from fslcli.episodes import Episode, make_pool
+from fslcli.episodes import Episode, draw_episodes, make_pool
 from fslcli.evaluation import (
     TEST_STREAM,
     VAL_STREAM,
     ci95_half_width,
     clip_windows,
-    draw_episodes,
     evaluate,
     onset_sample,
     score_episodes,
@@ -56,7 +55,7 @@ def test_perfectly_separable_embeddings_score_one(rng: np.random.Generator, dist
     labels = [c for c in "ABCDE" for _ in range(8)]
     emb = separable(rng, labels)
     pool = make_pool(labels)
-    episodes = draw_episodes(pool, EpisodeConfig(4, 2, 3), 20, seed=0)
+    episodes = draw_episodes(pool, EpisodeConfig(4, 2, 3), 20, seed=0, stream=TEST_STREAM)
     net = make_tiny_net(distance=distance)
     scores = score_episodes(net, emb, {i: i for i in range(len(labels))}, episodes)
     assert scores.accuracy.shape == (20,)
@@ -99,7 +98,9 @@ def test_score_episodes_finishes_each_episode_with_its_own_support_set(rng: np.r
     net.calibrate(emb, torch.as_tensor([ord(c) - ord("A") for c in labels]))
     position = {i: i for i in range(len(labels))}
     for shots in (3, 1):
-        episodes = draw_episodes(pool, EpisodeConfig(3, shots, 4), 230, seed=1)  # more than one chunk
+        episodes = draw_episodes(
+            pool, EpisodeConfig(3, shots, 4), 230, seed=1, stream=TEST_STREAM
+        )  # more than one chunk
         got = score_episodes(net, emb, position, episodes, finished=False)
         support_labels = torch.arange(3).repeat_interleave(shots)
         by_hand = []
@@ -111,10 +112,13 @@ def test_score_episodes_finishes_each_episode_with_its_own_support_set(rng: np.r
         assert got.pred == by_hand
     # adapted and plain 3-shot scoring differ somewhere: the support set does change the space
     plain = score_episodes(
-        net, net.finish(emb), position, episodes=draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1)
+        net,
+        net.finish(emb),
+        position,
+        episodes=draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1, stream=TEST_STREAM),
     )
     adapted = score_episodes(
-        net, emb, position, draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1), finished=False
+        net, emb, position, draw_episodes(pool, EpisodeConfig(3, 3, 4), 230, seed=1, stream=TEST_STREAM), finished=False
     )
     assert not np.allclose(plain.loss, adapted.loss)
 
@@ -213,8 +217,8 @@ def test_evaluate_is_deterministic_and_consistent(folder_cache) -> None:
 def test_evaluate_episodes_depend_on_seed_and_stream(folder_cache) -> None:
     pool = make_pool(folder_cache.labels())
     cfg = EpisodeConfig(3, 2, 3)
-    base = draw_episodes(pool, cfg, 5, seed=0)
-    other_seed = draw_episodes(pool, cfg, 5, seed=1)
+    base = draw_episodes(pool, cfg, 5, seed=0, stream=TEST_STREAM)
+    other_seed = draw_episodes(pool, cfg, 5, seed=1, stream=TEST_STREAM)
     other_stream = draw_episodes(pool, cfg, 5, seed=0, stream=VAL_STREAM)
     assert draw_episodes(pool, cfg, 5, seed=0, stream=TEST_STREAM)[4].query.tolist() == base[4].query.tolist()
     assert [e.query.tolist() for e in base] != [e.query.tolist() for e in other_seed]

@@ -10,7 +10,7 @@ from fslcli.config import DEFAULT_TEST_CLASSES, DEFAULT_TRAIN_CLASSES, SplitConf
 from fslcli.datasets.base import Clip
 from fslcli.datasets.folder import read_folder
 from fslcli.errors import DataError
-from fslcli.splits import default_split_for, make_pools
+from fslcli.splits import default_split_for, group_folds, group_keys, make_pools
 
 ALL = DEFAULT_TRAIN_CLASSES + DEFAULT_TEST_CLASSES
 
@@ -26,7 +26,7 @@ def members(pool: dict, clips: list[Clip]) -> set[int]:
 
 def test_default_tinysol_split() -> None:
     clips = tinysol_clips()
-    pools = make_pools(clips, SplitConfig())
+    pools = make_pools(clips, SplitConfig(group_by="none"))
     assert list(pools.train) == list(DEFAULT_TRAIN_CLASSES)
     assert list(pools.val) == list(DEFAULT_TRAIN_CLASSES)
     assert list(pools.test) == list(DEFAULT_TEST_CLASSES)
@@ -41,7 +41,7 @@ def test_default_tinysol_split() -> None:
 @pytest.mark.parametrize("fold", [0, 2])
 def test_val_fold_is_configurable(fold: int) -> None:
     clips = tinysol_clips()
-    pools = make_pools(clips, SplitConfig(val_fold=fold))
+    pools = make_pools(clips, SplitConfig(val_fold=fold, group_by="none"))
     assert all(clips[i].fold == fold for i in members(pools.val, clips))
     assert f"fold {fold}" in pools.val_description
 
@@ -108,3 +108,91 @@ def test_default_split_for_unknown_classes_tests_on_a_third(n: int, n_test: int)
     assert len(split.test_classes) == n_test
     assert set(split.train_classes) | set(split.test_classes) == set(labels)
     assert not set(split.train_classes) & set(split.test_classes)
+
+
+def grouped_clips() -> list[Clip]:
+    """Training instruments with 1 to 9 source groups of 3 clips each (folds all 0: ignored)."""
+    return [
+        Clip(path=Path(f"/x/{c}/{g}-{k}.wav"), label=c, fold=0, pitch_id=60 + g, group=f"{c[:3]}-{g}")
+        for n, c in enumerate(ALL)
+        for g in range(1 + n % 9)
+        for k in range(3)
+    ]
+
+
+def test_folds_are_dealt_per_source_group() -> None:
+    clips = grouped_clips()
+    pools = make_pools(clips, SplitConfig())
+    train, val = members(pools.train, clips), members(pools.val, clips)
+    assert not train & val
+    # No source group is split between training and validation.
+    assert not {clips[i].group for i in train} & {clips[i].group for i in val}
+    # Only classes with five or more groups give one to validation, and every class keeps training data.
+    n_groups = {c: len({x.group for x in clips if x.label == c}) for c in DEFAULT_TRAIN_CLASSES}
+    assert set(pools.val) == {c for c, n in n_groups.items() if n >= 5}
+    assert all(len(pools.train[c]) >= 3 for c in DEFAULT_TRAIN_CLASSES)
+    assert "source groups" in pools.val_description
+    # Grouped pools carry each clip's group; equal ids mean the same group.
+    assert pools.groups is not None
+    assert all(
+        (pools.groups[i] == pools.groups[j]) == (a.group == b.group)
+        for i, a in enumerate(clips[:30])
+        for j, b in enumerate(clips[:30])
+    )
+
+
+def test_group_folds_are_stable_and_cover_every_fold() -> None:
+    keys = [f"c::{g}" for g in range(10)]
+    folds = group_folds(keys, ["c"] * 10, val_fold=4)
+    assert sorted(folds) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert group_folds(list(reversed(keys)), ["c"] * 10, val_fold=4) == list(reversed(folds))
+    # Fewer groups than folds: the validation fold is never reached.
+    assert 2 not in group_folds(["c::a", "c::b"], ["c", "c"], val_fold=2)
+
+
+def test_group_by_note_and_none() -> None:
+    a = Clip(Path("/x/a.wav"), "V", pitch_id=60, group="V-1")
+    b = Clip(Path("/x/b.wav"), "V", pitch_id=60, group="V-2")
+    c = Clip(Path("/x/c.wav"), "V", pitch_id=62, group="V-1")
+    by = {k: group_keys([a, b, c], k) for k in ("source", "note", "none")}
+    assert by["source"][0] == by["source"][2] != by["source"][1]
+    assert by["note"][0] == by["note"][1] != by["note"][2]
+    assert len(set(by["none"])) == 3
+    assert make_pools([a, b, c], SplitConfig(train_classes=("V",), test_classes=(), group_by="none")).groups is None
+    with pytest.raises(DataError, match="--group-by 'pitch' is unknown"):
+        group_keys([a], "pitch")
+
+
+def test_a_folder_groups_csv_sets_source_groups(tmp_path: Path) -> None:
+    from conftest import write_folder_dataset
+
+    root = write_folder_dataset(tmp_path / "d", per_class=4)
+    (root / "groups.csv").write_text("path,group\nBright/bright_00.wav,take1\nBright/bright_01.wav,take1\n")
+    read = read_folder(root)
+    groups = {c.path.relative_to(root).as_posix(): c.group for c in read.clips}
+    assert groups["Bright/bright_00.wav"] == groups["Bright/bright_01.wav"] == "take1"
+    assert groups["Bright/bright_02.wav"] == "Bright/bright_02.wav"  # unlisted: its own group
+    assert read.notices == (f"14 file(s) of {root} are not in groups.csv: each is its own source group",)
+    (root / "groups.csv").write_text("Bright/bright_00.wav\n")
+    with pytest.raises(DataError, match="groups.csv line 1: expected 'path,group'"):
+        read_folder(root)
+
+
+def test_shared_sample_warning_only_in_the_training_font(tmp_path: Path) -> None:
+    import json
+
+    from fslcli.datasets import DataSource
+    from fslcli.workflows import shared_sample_warning
+
+    home = tmp_path / "gm"
+    home.mkdir()
+    report = {"soundfont_sha256": "abc", "shared": [{"instruments": ["Violin", "Viola"], "samples": ["Violin C4 [1]"]}]}
+    (home / "render_report.json").write_text(json.dumps(report))
+    source = DataSource("tinysol-gm", home)
+    train, test = ["Violin", "Flute"], ["Viola", "Bassoon"]
+    line = shared_sample_warning(source, source, {"soundfont_sha256": "abc"}, train, test)
+    assert line is not None and "Violin (train) and Viola (test) share 1 sample" in line and "optimistic" in line
+    # Another font (the model never heard its violin), other classes, or other data: nothing to say.
+    assert shared_sample_warning(source, source, {"soundfont_sha256": "other"}, train, test) is None
+    assert shared_sample_warning(source, source, {"soundfont_sha256": "abc"}, ["Flute"], test) is None
+    assert shared_sample_warning(DataSource("folder", home), source, {}, train, test) is None

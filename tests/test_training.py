@@ -245,7 +245,6 @@ def test_model_file_keeps_the_training_clips_calibration(trained_model: Path, gm
     assert config.model.embedding_norm == "whitened"
     prep = prepare(DataSource("tinysol-gm", gm_home), config.split, config.audio.sample_rate, None)
     val = training.make_val_data(prep.cache, prep.pools.val, config, prep.pools.train)
-    n_val = len(val.ids)
     per_class = training.center_clips_per_class(len(prep.pools.train))
     assert val.n_center == sum(min(len(v), per_class) for v in prep.pools.train.values())
     # this small set has fewer training clips per class than the cap: all of them calibrate,
@@ -254,8 +253,8 @@ def test_model_file_keeps_the_training_clips_calibration(trained_model: Path, gm
     center_ids = sorted(int(i) for ids in prep.pools.train.values() for i in ids)
     for clip, label in zip(center_ids, val.center_labels, strict=True):
         assert clip in prep.pools.train[names[label]]
-    keep = val.owners >= n_val
-    per_clip = embed_windows(loaded.net, val.windows[keep], val.owners[keep] - n_val, val.n_center, finish=False)
+    windows, owners = val.center_windows()
+    per_clip = embed_windows(loaded.net, windows, owners, val.n_center, finish=False)
     assert torch.allclose(loaded.net.center, per_clip.mean(0), atol=1e-4)
     assert loaded.net.center.abs().sum() > 0
     unit = torch.nn.functional.normalize(per_clip.double() - per_clip.double().mean(0), dim=-1)
@@ -521,7 +520,7 @@ def test_the_saved_calibration_is_refitted_to_every_test_time_view(rng: np.rando
     net = ProtoNet(audio, ModelConfig(channels=(4, 8), embedding_dim=16, eval_pitch_shifts=(-4, 4))).eval()
     # Two validation clips (owners 0, 1), then six calibration clips of two classes.
     windows = (0.1 * rng.standard_normal((8, audio.excerpt_samples))).astype(np.float32)
-    val = training.ValData(windows, np.arange(8), [0, 1], [], np.array([0, 0, 0, 1, 1, 1]))
+    val = training.ValData(windows, np.arange(8), list(range(8)), [], np.arange(2, 8), np.array([0, 0, 0, 1, 1, 1]))
     training.refit_calibration(net, val, "cpu")
     every_view = embed_windows(net, windows[2:], np.arange(6), 6, finish=False)
     assert torch.allclose(net.center, every_view.mean(dim=0), atol=1e-5)

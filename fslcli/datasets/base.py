@@ -12,12 +12,18 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 
+#: Written last inside an offline render's data home (:mod:`fslcli.datasets.tinysol_gm`).
+RENDER_MARKER = ".fsl-render.json"
+
+
 @dataclass(frozen=True)
 class Clip:
     """One recording: where it is, what it is, and metadata where the source has it.
 
     ``fold`` is TinySOL's official fold (0-4) or a seeded fold for other sources; ``None``
-    means the source has none.
+    means the source has none. ``group`` is the clip's source group: clips of one class with
+    the same group share a recording (one TinySOL note, one SoundFont sample, or what a
+    folder's ``groups.csv`` says); ``None`` means the source does not say.
     """
 
     path: Path
@@ -27,6 +33,7 @@ class Clip:
     pitch_id: int | None = None
     dynamics: str | None = None
     family: str | None = None
+    group: str | None = None
 
 
 def data_root() -> Path:
@@ -44,7 +51,9 @@ def default_data_home(name: str) -> Path:
 
 @dataclass(frozen=True)
 class ReadResult:
-    """What a reader found: usable clips (sorted by path) and skipped files with reasons."""
+    """What a reader found: usable clips (sorted by path), skipped files with reasons, and
+    notices to show the user once (one line each)."""
 
     clips: list[Clip]
     skipped: list[tuple[Path, str]]
+    notices: tuple[str, ...] = ()

@@ -41,8 +41,8 @@ from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
 from fslcli import __version__
-from fslcli.datasets.base import Clip
-from fslcli.datasets.instruments import INSTRUMENTS
+from fslcli.datasets.base import RENDER_MARKER, Clip, ReadResult
+from fslcli.datasets.instruments import INSTRUMENTS, PROVENANCE_COLUMNS
 from fslcli.datasets.mirdata_index import index_path, md5sum, write_index
 from fslcli.errors import DataError, DownloadError
 
@@ -64,18 +64,6 @@ ProgressFn = Callable[[str, int, "int | None"], None]
 
 
 @dataclass(frozen=True)
-class ReadResult:
-    """Clips found in a TinySOL-shaped data home, sorted by path, and what was left out.
-
-    ``skipped`` holds ``(path, reason)`` for every listed file that is missing, unsafe or
-    has no metadata row.
-    """
-
-    clips: list[Clip]
-    skipped: list[tuple[Path, str]]
-
-
-@dataclass(frozen=True)
 class DownloadReport:
     """What :func:`download_tinysol` did: remote file names fetched and already complete."""
 
@@ -93,6 +81,10 @@ def read_tinysol(data_home: Path) -> ReadResult:
     The index is taken from ``<data_home>/index/`` and rebuilt from the CSV when missing.
     Files that are listed but missing, paths that resolve outside the data home and
     tracks without a CSV row are skipped with a reason.
+
+    Source groups: a note (one instrument at one pitch, every dynamic and string) in the real
+    TinySOL; the CSV's "Source Group" column in an offline render. A render made before that
+    column existed falls back to notes, said once in ``notices``.
 
     Raises:
         DataError: the data home is missing or empty, has no CSV or no audio folder,
@@ -119,6 +111,7 @@ def read_tinysol(data_home: Path) -> ReadResult:
             f"from the CSV, or download it again: {_download_cmd(home)}"
         ) from None
 
+    groups, notices = _source_groups(home, csv_path)
     clips: list[Clip] = []
     for tid in track_ids:
         try:
@@ -153,7 +146,10 @@ def read_tinysol(data_home: Path) -> ReadResult:
             skipped.append((path, "listed in the index but missing"))
             continue
         fold, pitch, pitch_id, dynamics, family = meta
-        clips.append(Clip(path, label, fold, pitch, pitch_id, dynamics, family))
+        group = (
+            f"{label}/{pitch_id}" if groups is None else groups.get(path.relative_to(home / AUDIO_DIRNAME).as_posix())
+        )
+        clips.append(Clip(path, label, fold, pitch, pitch_id, dynamics, family, group))
 
     if not clips:
         first = f" First: {skipped[0][0]}: {skipped[0][1]}." if skipped else ""
@@ -162,7 +158,33 @@ def read_tinysol(data_home: Path) -> ReadResult:
         )
     clips.sort(key=lambda c: str(c.path))
     skipped.sort(key=lambda s: (str(s[0]), s[1]))
-    return ReadResult(clips=clips, skipped=skipped)
+    return ReadResult(clips=clips, skipped=skipped, notices=notices)
+
+
+def _source_groups(home: Path, csv_path: Path) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+    """The CSV's "Source Group" column by path (None: group by note), and any notice.
+
+    The real TinySOL has no such column: its source group is the note. A render without it
+    predates provenance: it falls back to notes too, and says how to re-render.
+    """
+    column = PROVENANCE_COLUMNS[-1]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            if column not in header:
+                rows = None
+            else:
+                at = header.index(column)
+                rows = {row[0]: row[at] for row in reader if len(row) > at and row[at]}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = None  # mirdata's own parse below says what is wrong with the CSV
+    if rows is None and (home / RENDER_MARKER).is_file():
+        return None, (
+            f"{home} was rendered before source groups were recorded, so episodes keep notes apart instead of "
+            f"SoundFont samples; re-render it with `fsl download tinysol-gm --data-home {shlex.quote(str(home))}`",
+        )
+    return rows, ()
 
 
 def _check_home(home: Path, csv_path: Path) -> None:
