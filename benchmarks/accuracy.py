@@ -126,7 +126,7 @@ def train_and_evaluate(
     from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig
     from fslcli.evaluation import evaluate
-    from fslcli.training import fit, read_history, val_episode_config
+    from fslcli.training import fit, read_history, split_val_config
     from fslcli.workflows import device_for
 
     run_dir = work / f"{name.replace(' ', '-')}-seed{config.train.seed}"
@@ -150,6 +150,7 @@ def train_and_evaluate(
         run_dir,
         progress=progress,
         extra_meta={"val_description": prep.pools.val_description},
+        groups=prep.pools.groups,
     )
     history = [{k: row.get(k) for k in ("step", "seconds", "val_acc", "train_loss")} for row in read_history(run_dir)]
     loaded = load_model(fitted.model_path)
@@ -159,7 +160,17 @@ def train_and_evaluate(
     for shots in (5, 1):
         cfg = EpisodeConfig(ways=5, shots=shots, queries=15)
         t0 = time.perf_counter()
-        r = evaluate(net, prep.cache, prep.pools.test, cfg, n_episodes, test_seed, loaded.config.eval_windows, device)
+        r = evaluate(
+            net,
+            prep.cache,
+            prep.pools.test,
+            cfg,
+            n_episodes,
+            test_seed,
+            loaded.config.eval_windows,
+            device,
+            groups=prep.pools.groups,
+        )
         tests[f"{shots}-shot"] = {
             "mean_accuracy": r.mean_accuracy,
             "ci95_half_width": r.ci95_half_width,
@@ -167,7 +178,7 @@ def train_and_evaluate(
             "per_class": r.per_class,
             "seconds": time.perf_counter() - t0,
         }
-    val_cfg = val_episode_config(prep.pools.val, config.episode)
+    val_cfg = split_val_config(prep.pools.train, prep.pools.val, config.episode)
     return {
         "name": name,
         "seed": config.train.seed,

@@ -153,7 +153,8 @@ def main() -> None:
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fsl-explore"))
     ap.add_argument("--out", type=Path, default=Path("explore.json"))
     args = ap.parse_args()
-    from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
+    from fslcli.episodes import draw_episodes
+    from fslcli.evaluation import embed_cached, score_episodes
 
     held_out = FOLDS[args.fold]
     train = tuple(c for c in DEFAULT_TRAIN_CLASSES if c not in held_out)
@@ -281,7 +282,8 @@ def rescore(run_dirs: list[Path], data_home: Path, options: tuple[str, ...] = ()
     import torch
 
     from fslcli.checkpoint import load_model
-    from fslcli.evaluation import draw_episodes, embed_cached, score_episodes
+    from fslcli.episodes import draw_episodes
+    from fslcli.evaluation import embed_cached, score_episodes
     from fslcli.model import within_class_whitener
 
     source = DataSource("tinysol-gm", data_home)

@@ -83,6 +83,12 @@ class EmbeddingNorm(str, Enum):
     none = "none"
 
 
+class GroupBy(str, Enum):
+    source = "source"
+    note = "note"
+    none = "none"
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -176,6 +182,11 @@ def _warn_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> None:
         err.print(f"[yellow]... and {len(skipped) - limit} more skipped files[/]")
 
 
+def _notices(lines: tuple[str, ...] | list[str]) -> None:
+    for line in lines:
+        err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+
+
 def _report_skipped(skipped: list[tuple[str, str]]) -> None:
     if skipped:
         err.print(f"[yellow]{len(skipped)} file(s) skipped[/] (unreadable or missing; listed above)")
@@ -249,6 +260,14 @@ QueriesOpt = Annotated[int, typer.Option("--queries", min=1, help="Query example
 SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, help="Seed: the same seed gives the same episodes and excerpts.")
 ]
+GroupByOpt = Annotated[
+    GroupBy,
+    typer.Option(
+        "--group-by",
+        help="Keep support and query apart by source: clips sharing a recording (a TinySOL note, a SoundFont "
+        "sample, a folder's groups.csv) never sit on both sides; note: by pitch; none: any clips.",
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on standard output (progress goes to standard error).")
 ]
@@ -303,11 +322,28 @@ def download(
         )
     if report.reused:
         out.print(f"Already rendered with the same font and seed: {home} ({report.written} files)")
+        _shared_samples(report)
         return
     out.print(
         f"Rendered {report.written} files for {len(report.per_instrument)} instruments into {home} in {report.seconds:.0f} s"
         + (f"; {report.skipped_silent} notes the font cannot sound were skipped" if report.skipped_silent else "")
     )
+    _shared_samples(report)
+
+
+def _shared_samples(report: Any) -> None:
+    """Name the instruments of a render that play common recordings, with their split sides."""
+    from fslcli.datasets.tinysol_gm import default_roles
+
+    roles = default_roles()
+    for pair in report.shared:
+        sides = {roles.get(pair.first), roles.get(pair.second)}
+        note = " (a test instrument shares a training instrument's recordings)" if sides == {"train", "test"} else ""
+        out.print(f"Shared samples: {escape(pair.describe(roles))}{note}")
+    if report.shared:
+        out.print(
+            f"Provenance of every note: {escape(str(report.data_home / 'render_report.json'))} and the metadata CSV"
+        )
 
 
 # train --------------------------------------------------------------------------------
@@ -343,6 +379,7 @@ def train(
             help="Hold out these whole classes for validation (default: held-out recordings of the training classes).",
         ),
     ] = None,
+    group_by: GroupByOpt = GroupBy.source,
     val_every: Annotated[
         int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")
     ] = _TRAIN_DEFAULTS.val_every,
@@ -432,6 +469,7 @@ def train(
             train_classes=_classes(train_classes) or base_split.train_classes,
             test_classes=_classes(test_classes) or base_split.test_classes,
             val_classes=_classes(val_classes) or (),
+            group_by=group_by.value,
         )
         model_cfg = ModelConfig(
             backbone=backbone.value, input_norm=input_norm.value, embedding_norm=embedding_norm.value, members=members
@@ -488,7 +526,7 @@ def _train(
     from fslcli.config import TrainConfig
     from fslcli.errors import OutputError
     from fslcli.training import fit, preflight
-    from fslcli.workflows import prepare, save_run_file
+    from fslcli.workflows import prepare, save_run_file, soundfont_of
 
     quiet = is_child
     adapt = source.kind == "folder" and not explicit_split and not resuming
@@ -498,6 +536,7 @@ def _train(
         config = replace(config, split=prep.split)
     if not quiet:
         _warn_skipped(prep.skipped)
+        _notices(prep.notices)
         if source.kind == "folder" and adapt:
             err.print(
                 f"Split for {source.path}: train on {', '.join(prep.split.train_classes)}; "
@@ -564,7 +603,8 @@ def _train(
                 run_dir,
                 resume=resuming,
                 progress=on_progress,
-                extra_meta={"val_description": prep.pools.val_description},
+                extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": soundfont_of(source)},
+                groups=prep.pools.groups,
             )
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -640,6 +680,7 @@ def eval_cmd(
             "in the whitening (default: the model's setting; 0: the training classes' alone).",
         ),
     ] = None,
+    group_by: GroupByOpt = GroupBy.source,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
@@ -648,14 +689,20 @@ def eval_cmd(
     from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig
     from fslcli.evaluation import evaluate
-    from fslcli.workflows import device_for, eval_summary, prepare
+    from fslcli.workflows import device_for, eval_summary, prepare, shared_sample_warning
 
     t0 = time.perf_counter()
     loaded = load_model(_model_path(model))
     source = _source(dataset, data_home, data_dir, fallback=loaded.source)
     # Only the test classes are read: training and validation data play no part in evaluation.
     split = loaded.config.split
-    split = replace(split, test_classes=_classes(test_classes) or split.test_classes, train_classes=(), val_classes=())
+    split = replace(
+        split,
+        test_classes=_classes(test_classes) or split.test_classes,
+        train_classes=(),
+        val_classes=(),
+        group_by=group_by.value,
+    )
     cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
     device = device_for()
     net = loaded.net.to(device)
@@ -683,6 +730,7 @@ def eval_cmd(
     with progress_bar() as bar:
         prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
         _warn_skipped(prep.skipped)
+        _notices(prep.notices)
         result = evaluate(
             net,
             prep.cache,
@@ -693,15 +741,26 @@ def eval_cmd(
             n_windows,
             device,
             progress=lambda d, t: bar("Embedding test clips", d, t),
+            groups=prep.pools.groups,
         )
-    summary = eval_summary(result, cfg, seed, loaded, source, n_windows)
+    warning = shared_sample_warning(
+        source, loaded.source, loaded.meta, list(loaded.config.split.train_classes), result.classes
+    )
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    summary = eval_summary(result, cfg, seed, loaded, source, n_windows, group_by.value)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
         _report_skipped(prep.skipped)
         return
+    grouping = {
+        "source": "support and query from different recordings",
+        "note": "support and query from different notes",
+    }
     out.print(
-        f"[bold]{cfg.ways}-way {cfg.shots}-shot, {episodes} episodes[/] on {', '.join(result.classes)} ({source.describe()})"
+        f"[bold]{cfg.ways}-way {cfg.shots}-shot, {episodes} episodes[/] on {', '.join(result.classes)} ({source.describe()}; "
+        f"{grouping.get(group_by.value, 'clips drawn freely: in-set copies may sit on both sides')})"
     )
     out.print(f"Mean accuracy: [bold]{result.mean_accuracy:.4f}[/] ± {result.ci95_half_width:.4f} (95% CI)")
     table = Table(title="Per-class accuracy")
@@ -872,6 +931,7 @@ def plot_episode(
     shots: ShotsOpt = 5,
     queries: QueriesOpt = 15,
     seed: SeedOpt = 0,
+    group_by: GroupByOpt = GroupBy.source,
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,
     data_dir: DataDirOpt = None,
@@ -886,7 +946,9 @@ def plot_episode(
     source = _source(dataset, data_home, data_dir, fallback=loaded.source)
     cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
     with progress_bar() as bar:
-        res = episode_plot(loaded, source, cfg, episode, seed, method.value, dims, out_path, cache_dir, bar)
+        res = episode_plot(
+            loaded, source, cfg, episode, seed, method.value, dims, out_path, cache_dir, bar, group_by=group_by.value
+        )
     _warn_skipped(res.skipped)
     out.print(f"Episode {episode}: accuracy {res.accuracy:.3f}; wrote {escape(str(res.path))}")
     _report_skipped(res.skipped)

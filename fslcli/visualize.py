@@ -34,8 +34,11 @@ def _prepare_test(
     cache_dir: Path | None,
     bar: Callable[[str, int, int], None],
     keep_train: bool = False,
+    group_by: str | None = None,
 ):
     split = loaded.config.split if keep_train else replace(loaded.config.split, train_classes=(), val_classes=())
+    if group_by is not None:
+        split = replace(split, group_by=group_by)
     return prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
 
 
@@ -50,15 +53,17 @@ def episode_plot(
     out: Path,
     cache_dir: Path | None,
     bar: Callable[[str, int, int], None],
+    *,
+    group_by: str = "source",
 ) -> PlotResult:
-    """Plot test episode ``episode`` (the same one ``fsl eval --seed`` draws as its episode N)."""
+    """Plot test episode ``episode`` (the same one ``fsl eval --seed --group-by`` draws as its episode N)."""
     from fslcli.plotting import PointSet, episode_figure, write_figure
     from fslcli.projection import project
 
-    prep = _prepare_test(loaded, source, cache_dir, bar)
+    prep = _prepare_test(loaded, source, cache_dir, bar, group_by=group_by)
     pool = prep.pools.test
-    check_pool(pool, cfg, what="the plotted episode")
-    ep = sample_episode(pool, cfg, episode_rng(seed, episode, 0, TEST_STREAM))
+    check_pool(pool, cfg, what="the plotted episode", groups=prep.pools.groups)
+    ep = sample_episode(pool, cfg, episode_rng(seed, episode, 0, TEST_STREAM), prep.pools.groups)
     ids = [int(i) for i in ep.support.ravel()] + [int(i) for i in ep.query.ravel()]
     device = device_for()
     net = loaded.net.to(device)

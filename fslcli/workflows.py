@@ -33,6 +33,8 @@ class Prepared:
     split: SplitConfig
     skipped: list[tuple[str, str]]
     cache_built: bool
+    #: One-line notes for the user from reading the data (e.g. an old render's grouping).
+    notices: tuple[str, ...] = ()
 
 
 def prepare(
@@ -62,7 +64,38 @@ def prepare(
     if adapt_split:
         split = default_split_for(cache.labels(), split)
     pools = make_pools(cache.clips, split)
-    return Prepared(source, cache, pools, split, skipped, built)
+    return Prepared(source, cache, pools, split, skipped, built, read.notices)
+
+
+def soundfont_of(source: DataSource) -> str | None:
+    """The sha256 of the SoundFont an offline render was made from, or None (other data)."""
+    from fslcli.datasets.provenance import read_shared_pairs
+
+    found = read_shared_pairs(source.path) if source.kind != "folder" else None
+    return found[0] if found else None
+
+
+def shared_sample_warning(
+    source: DataSource, model_source: DataSource, model_meta: dict[str, Any], train: list[str], test: list[str]
+) -> str | None:
+    """A line naming the test classes that share recordings with training classes, when a model is
+    evaluated on the SoundFont render it was trained on (elsewhere they are independent), else None."""
+    from fslcli.datasets.provenance import leaks, read_shared_pairs
+
+    found = read_shared_pairs(source.path) if source.kind != "folder" else None
+    if not found:
+        return None
+    font, pairs = found
+    trained_font = model_meta.get("soundfont_sha256")
+    same = (font is not None and font == trained_font) or (trained_font is None and source == model_source)
+    shared = leaks(pairs, train, test) if same else []
+    if not shared:
+        return None
+    roles = {**{c: "test" for c in test}, **{c: "train" for c in train}}
+    return (
+        f"in this font {'; '.join(p.describe(roles) for p in shared)}: the model heard those recordings in "
+        "training, so these test figures are optimistic"
+    )
 
 
 # --- train -----------------------------------------------------------------------------
@@ -113,7 +146,7 @@ def device_for(accelerator: str = "auto") -> str:
 
 
 def eval_summary(
-    result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int
+    result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int, group_by: str
 ) -> dict[str, Any]:
     """The JSON object of ``fsl eval --json``."""
     return {
@@ -125,6 +158,7 @@ def eval_summary(
             "shots": cfg.shots,
             "queries": cfg.queries,
             "seed": seed,
+            "group_by": group_by,
             "eval_windows": n_windows,
             "eval_shifts": loaded.net.config.eval_shifts,
             "eval_pitch_shifts": list(loaded.net.config.eval_pitch_shifts),

@@ -143,6 +143,17 @@ def test_eval_json(runner: CliRunner, trained_model: Path) -> None:
     assert again == r  # the same seed gives the same numbers
 
 
+def test_eval_groups_by_source_and_says_so(runner: CliRunner, trained_model: Path) -> None:
+    grouped = eval_json(runner, trained_model)
+    free = eval_json(runner, trained_model, "--group-by", "none")
+    assert grouped["settings"]["group_by"] == "source" and free["settings"]["group_by"] == "none"
+    res = runner.invoke(app, ["eval", str(trained_model), "--episodes", "5", *SMALL_EPISODES])
+    assert res.exit_code == 0, res.output
+    assert "support and query from different recordings" in flat(res.stdout)
+    # The model was trained on this render, whose Viola (test) plays the Violin's (train) samples.
+    assert "Violin (train) and Viola (test) share" in flat(res.stderr) and "optimistic" in res.stderr
+
+
 def test_eval_shifts_changes_the_embeddings_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
     shifted = eval_json(runner, trained_model)  # new models average over band shifts -2..2
     plain = eval_json(runner, trained_model, "--shifts", "0")
