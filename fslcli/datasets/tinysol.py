@@ -112,6 +112,7 @@ def read_tinysol(data_home: Path) -> ReadResult:
         ) from None
 
     groups, notices = _source_groups(home, csv_path)
+    inside = _inside_checker(home)
     clips: list[Clip] = []
     for tid in track_ids:
         try:
@@ -120,7 +121,7 @@ def read_tinysol(data_home: Path) -> ReadResult:
             if listed is None:
                 raise TypeError("no audio path")
             path = Path(listed)
-            outside = not _inside(home, path)
+            outside = not inside(path)
         except (KeyError, TypeError, IndexError, ValueError):
             skipped.append((idx, f"track {tid!r}: index entry has no usable audio path"))
             continue
@@ -239,6 +240,28 @@ def _build_index(home: Path, csv_path: Path) -> list[tuple[Path, str]]:
 def _inside(home: Path, path: Path) -> bool:
     """Whether ``path`` resolves (symlinks followed, nothing opened) inside ``home``."""
     return path.resolve().is_relative_to(home)
+
+
+def _inside_checker(home: Path) -> Callable[[Path], bool]:
+    """:func:`_inside` for many paths: when nothing under ``home`` is a symbolic link (one scan),
+    where a path resolves is a matter of its text, so it is not resolved file by file."""
+    if _any_symlink(home):
+        return lambda path: _inside(home, path)
+    prefix = str(home) + os.sep
+    return lambda path: os.path.normpath(path).startswith(prefix)
+
+
+def _any_symlink(root: Path) -> bool:
+    """Whether any entry below ``root`` is a symbolic link (links are not followed)."""
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+    return False
 
 
 def _fill_hint(home: Path) -> str:
