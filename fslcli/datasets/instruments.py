@@ -14,7 +14,9 @@ class Instrument:
     """One TinySOL instrument.
 
     ``low``/``high`` are the MIDI notes of its range (inclusive) as TinySOL records it;
-    ``gm_program`` is the 0-based General MIDI program that renders it.
+    ``gm_program`` is the 0-based General MIDI program that renders it, every ``step``
+    semitones. A drum sound (``kits`` not empty) is key ``low`` played on each of those drum
+    kits (bank 128 presets) instead.
     """
 
     full: str
@@ -24,6 +26,8 @@ class Instrument:
     low: int
     high: int
     gm_program: int
+    step: int = 1
+    kits: tuple[int, ...] = ()
 
 
 INSTRUMENTS: tuple[Instrument, ...] = (

@@ -42,6 +42,7 @@ import tinysoundfont
 from fslcli.config import DEFAULT_TEST_CLASSES, DEFAULT_TRAIN_CLASSES
 from fslcli.datasets import mirdata_index
 from fslcli.datasets.base import RENDER_MARKER
+from fslcli.datasets.general_midi import DRUM_BANK
 from fslcli.datasets.instruments import (
     DYNAMICS,
     INSTRUMENTS,
@@ -78,6 +79,8 @@ _BLOCK_FRAMES = 2048
 _FLUSH_FRAMES = 256
 _FLUSH_MAX_BLOCKS = 1000
 _N_FOLDS = 5
+#: TinySOL's own instruments: a font must sound them all (other GM programs are optional).
+_TINYSOL_ABBRS = frozenset(i.abbr for i in INSTRUMENTS)
 _DURATION_STREAM = 0
 _FOLD_STREAM = 1
 
@@ -121,19 +124,27 @@ class RenderReport:
 
 @dataclass(frozen=True)
 class _Note:
-    """One file to render: an instrument, a MIDI note and a TinySOL dynamic."""
+    """One file to render: an instrument, a MIDI note and a TinySOL dynamic, on a preset
+    (``bank``, ``program``: the instrument's GM program, or a drum kit)."""
 
     instrument: Instrument
     midi: int
     dynamics: str
     velocity: int
     dynamics_id: int
+    bank: int = 0
+    program: int | None = None
+
+    @property
+    def preset(self) -> tuple[int, int]:
+        return self.bank, self.instrument.gm_program if self.program is None else self.program
 
     @property
     def relpath(self) -> str:
-        """Path relative to ``audio/``, as TinySOL's metadata writes it."""
+        """Path relative to ``audio/``, as TinySOL's metadata writes it (drum sounds name the kit)."""
         inst = self.instrument
-        name = f"{inst.abbr}-ord-{pitch_name(self.midi)}-{self.dynamics}-N-N.wav"
+        where = f"K{self.preset[1]:03d}" if inst.kits else pitch_name(self.midi)
+        name = f"{inst.abbr}-ord-{where}-{self.dynamics}-N-N.wav"
         return f"{inst.family}/{inst.folder}/ordinario/{name}"
 
 
@@ -197,7 +208,7 @@ def render_tinysol_gm(
             data_home=data_home,
             written=int(existing["written"]),
             skipped_silent=int(existing["skipped_silent"]),
-            per_instrument={i.full: int(existing["per_instrument"][i.full]) for i in instruments},
+            per_instrument={name: int(n) for name, n in existing["per_instrument"].items()},
             seconds=time.perf_counter() - started,
             reused=True,
             shared=tuple(found[1]) if found else (),
@@ -269,11 +280,18 @@ def _render_into(
     rows: list[list[str]] = []
     per_instrument: dict[str, int] = {}
     for inst, notes in plan:
-        _select_program(synth, sfid, inst, font_path)
+        required = inst.abbr in _TINYSOL_ABBRS
+        if required:
+            _select_program(synth, sfid, 0, inst.gm_program, inst, font_path)
+        selected = (0, inst.gm_program) if required else None
         kept: list[_Note] = []
         for note in notes:
+            if note.preset != selected:
+                selected = note.preset if font.preset_name(*note.preset) is not None else None
+                if selected is not None:
+                    _select_program(synth, sfid, *selected, inst, font_path)
             hold = hold_seconds(note_rng(seed, inst, note.midi, note.dynamics_id))
-            audio = render_note(synth, note.midi, note.velocity, hold, sample_rate)
+            audio = render_note(synth, note.midi, note.velocity, hold, sample_rate) if selected else None
             if audio is None:
                 skipped += 1
             else:
@@ -284,6 +302,8 @@ def _render_into(
             done += 1
             if progress is not None:
                 progress(done, total)
+        if not kept and not required:
+            continue  # a GM program or drum sound this font does not have
         if not kept:
             raise DownloadError(
                 f"SoundFont {font_path} sounds no note of {inst.full!r} "
@@ -322,7 +342,7 @@ class _NoteSources:
     def __init__(self, font: SoundFont, plan: Sequence[tuple[Instrument, Sequence[_Note]]]) -> None:
         self.font = font
         self.samples = {
-            (inst.abbr, n.midi, n.velocity): font.sample_indices(0, inst.gm_program, n.midi, n.velocity)
+            (inst.abbr, n.preset, n.midi, n.velocity): font.sample_indices(*n.preset, n.midi, n.velocity)
             for inst, notes in plan
             for n in notes
         }
@@ -334,12 +354,12 @@ class _NoteSources:
         return tuple(sorted({self.canonical[i] for i in self._indices(note)}))
 
     def _indices(self, note: _Note) -> tuple[int, ...]:
-        return self.samples[(note.instrument.abbr, note.midi, note.velocity)]
+        return self.samples[(note.instrument.abbr, note.preset, note.midi, note.velocity)]
 
     def columns(self, note: _Note, group: int) -> list[str]:
         """The provenance columns of one note (:data:`PROVENANCE_COLUMNS`)."""
-        program = note.instrument.gm_program
-        preset = f"000:{program:03d} {self.font.preset_name(0, program) or ''}".rstrip()
+        bank, program = note.preset
+        preset = f"{bank:03d}:{program:03d} {self.font.preset_name(bank, program) or ''}".rstrip()
         samples = "|".join(self.font.sample_label(i) for i in self._indices(note))
         return [preset, samples, f"{note.instrument.abbr}-{group}"]
 
@@ -510,11 +530,19 @@ def assign_folds(n: int, rng: np.random.Generator, n_folds: int = _N_FOLDS) -> l
 
 
 def _notes(inst: Instrument, max_notes: int | None) -> list[_Note]:
-    """The instrument's notes (all, or ``max_notes`` evenly spaced) at every dynamic."""
-    midis = list(range(inst.low, inst.high + 1))
+    """The instrument's notes (all, or ``max_notes`` evenly spaced; a drum sound's kits, or the
+    first ``max_notes`` of them) at every dynamic."""
+    if inst.kits:
+        kits = inst.kits[:max_notes] if max_notes is not None else inst.kits
+        return [
+            _Note(inst, inst.low, dyn, velocity, dyn_id, bank=DRUM_BANK, program=kit)
+            for kit in kits
+            for dyn, velocity, dyn_id in DYNAMICS
+        ]
+    midis = list(range(inst.low, inst.high + 1, inst.step))
     if max_notes is not None and max_notes < len(midis):
-        picks = np.round(np.linspace(inst.low, inst.high, max_notes)).astype(int)
-        midis = sorted({int(m) for m in picks})
+        picks = np.round(np.linspace(0, len(midis) - 1, max_notes)).astype(int)
+        midis = sorted({midis[int(m)] for m in picks})
     return [_Note(inst, midi, dyn, velocity, dyn_id) for midi in midis for dyn, velocity, dyn_id in DYNAMICS]
 
 
@@ -573,12 +601,14 @@ def _load_synth(path: Path, data: bytes, sample_rate: int) -> tuple[tinysoundfon
     return synth, sfid
 
 
-def _select_program(synth: tinysoundfont.Synth, sfid: int, inst: Instrument, path: Path) -> None:
+def _select_program(
+    synth: tinysoundfont.Synth, sfid: int, bank: int, program: int, inst: Instrument, path: Path
+) -> None:
     try:
-        synth.program_select(_CHANNEL, sfid, 0, inst.gm_program)
+        synth.program_select(_CHANNEL, sfid, bank, program)
     except RuntimeError:
         raise DownloadError(
-            f"SoundFont {path} has no preset for GM program {inst.gm_program} in bank 0, "
+            f"SoundFont {path} has no preset for GM program {program} in bank {bank}, "
             f"needed for {inst.full!r}; use a General MIDI SoundFont (CLI: --soundfont)"
         ) from None
 
@@ -630,10 +660,9 @@ def _read_marker(data_home: Path) -> dict[str, Any] | None:
         return None
     try:
         int(marker["written"]), int(marker["skipped_silent"])
-        per_instrument = marker["per_instrument"]
-        for inst in marker["settings"]["instruments"]:
-            int(per_instrument[inst["full"]])
-    except (KeyError, TypeError, ValueError):
+        for n in marker["per_instrument"].values():
+            int(n)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return marker
 
