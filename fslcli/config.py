@@ -143,6 +143,9 @@ class AugmentConfig:
     eq_db: float = 6.0
     #: Random shift of the mel axis by up to this many bands (a small pitch/formant shift).
     max_shift_bins: int = 2
+    #: Probability that an excerpt passes through a simulated recording chain: a room, a
+    #: microphone's EQ, compression or saturation, background noise (:mod:`fslcli.augment`).
+    chain: float = 0.0
     spec_time_masks: int = 1
     spec_freq_masks: int = 1
     time_mask_frames: int = 10
@@ -186,10 +189,11 @@ class SplitConfig:
     """Which classes train, validate and test. Validation never touches test classes.
 
     With ``val_classes`` empty, validation uses held-out recordings (``val_fold``) of the
-    training classes.
+    training classes. ``train_classes`` None: every other class of the data, except those that
+    share recordings with a test or validation class (read from a render's provenance).
     """
 
-    train_classes: tuple[str, ...] = DEFAULT_TRAIN_CLASSES
+    train_classes: tuple[str, ...] | None = None
     test_classes: tuple[str, ...] = DEFAULT_TEST_CLASSES
     val_classes: tuple[str, ...] = ()
     val_fold: int = 4

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fslcli.config import SplitConfig
 from fslcli.datasets.base import Clip
+from fslcli.datasets.provenance import SharedPair
 from fslcli.episodes import make_pool
 from fslcli.errors import DataError
 
@@ -82,8 +83,9 @@ def default_split_for(labels: Sequence[str], base: SplitConfig) -> SplitConfig:
     to ``base`` tests on the last ~third of its classes (sorted) and trains on the rest.
     """
     present = sorted(set(labels))
-    wanted = set(base.train_classes) | set(base.test_classes) | set(base.val_classes)
-    if wanted & set(present) and set(base.train_classes) <= set(present) and set(base.test_classes) <= set(present):
+    train = set(base.train_classes or ())
+    wanted = train | set(base.test_classes) | set(base.val_classes)
+    if wanted & set(present) and train <= set(present) and set(base.test_classes) <= set(present):
         return base
     n_test = max(1, len(present) // 3)
     return SplitConfig(
@@ -94,8 +96,27 @@ def default_split_for(labels: Sequence[str], base: SplitConfig) -> SplitConfig:
     )
 
 
+def resolve_split(
+    split: SplitConfig, labels: Sequence[str], pairs: Sequence[SharedPair] = ()
+) -> tuple[SplitConfig, list[str]]:
+    """The split with ``train_classes`` None made explicit: every class of the data but the test
+    and validation classes and those that share recordings with them (``pairs``, from a render's
+    provenance); returns it and the classes left out for sharing, sorted."""
+    if split.train_classes is not None:
+        return split, []
+    held = set(split.test_classes) | set(split.val_classes)
+    sharing = {p.first for p in pairs if p.second in held} | {p.second for p in pairs if p.first in held}
+    present = sorted(set(labels) - held)
+    return replace(split, train_classes=tuple(c for c in present if c not in sharing)), [
+        c for c in present if c in sharing
+    ]
+
+
 def make_pools(clips: Sequence[Clip], split: SplitConfig) -> Pools:
-    """Group the clips into train / validation / test pools, checking the split is sound."""
+    """Group the clips into train / validation / test pools, checking the split is sound
+    (``train_classes`` None: see :func:`resolve_split`, without provenance)."""
+    split = resolve_split(split, [c.label for c in clips])[0]
+    assert split.train_classes is not None
     labels = [c.label for c in clips]
     present = set(labels)
     overlap = (set(split.train_classes) | set(split.val_classes)) & set(split.test_classes)

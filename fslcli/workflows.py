@@ -18,7 +18,7 @@ from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
 from fslcli.datasets import DataSource, load_clips
 from fslcli.errors import DataError, FslError
 from fslcli.features import WaveCache, open_cache
-from fslcli.splits import Pools, default_split_for, make_pools
+from fslcli.splits import Pools, default_split_for, make_pools, resolve_split
 
 Progress = Callable[[str, int, int], None]
 
@@ -63,8 +63,23 @@ def prepare(
         raise DataError(f"no usable audio in {source.describe()} ({len(skipped)} files skipped)")
     if adapt_split:
         split = default_split_for(cache.labels(), split)
+    split, left_out = resolve_split(split, cache.labels(), shared_pairs_of(source))
+    notices = read.notices
+    if left_out and split.train_classes:
+        notices += (
+            f"{len(left_out)} class(es) left out of training because they share recordings with test or "
+            f"validation classes: {', '.join(left_out)}",
+        )
     pools = make_pools(cache.clips, split)
-    return Prepared(source, cache, pools, split, skipped, built, read.notices)
+    return Prepared(source, cache, pools, split, skipped, built, notices)
+
+
+def shared_pairs_of(source: DataSource) -> list[Any]:
+    """The instruments of a render that share recordings (none for other data)."""
+    from fslcli.datasets.provenance import read_shared_pairs
+
+    found = read_shared_pairs(source.path) if source.kind != "folder" else None
+    return found[1] if found else []
 
 
 def soundfont_of(source: DataSource) -> str | None:

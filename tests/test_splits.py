@@ -27,8 +27,9 @@ def members(pool: dict, clips: list[Clip]) -> set[int]:
 def test_default_tinysol_split() -> None:
     clips = tinysol_clips()
     pools = make_pools(clips, SplitConfig(group_by="none"))
-    assert list(pools.train) == list(DEFAULT_TRAIN_CLASSES)
-    assert list(pools.val) == list(DEFAULT_TRAIN_CLASSES)
+    # Without provenance, every class but the test classes trains (sorted).
+    assert list(pools.train) == sorted(DEFAULT_TRAIN_CLASSES)
+    assert list(pools.val) == sorted(DEFAULT_TRAIN_CLASSES)
     assert list(pools.test) == list(DEFAULT_TEST_CLASSES)
     assert all(clips[i].fold != 4 for i in members(pools.train, clips))
     assert all(clips[i].fold == 4 for i in members(pools.val, clips))
@@ -196,3 +197,16 @@ def test_shared_sample_warning_only_in_the_training_font(tmp_path: Path) -> None
     assert shared_sample_warning(source, source, {"soundfont_sha256": "other"}, train, test) is None
     assert shared_sample_warning(source, source, {"soundfont_sha256": "abc"}, ["Flute"], test) is None
     assert shared_sample_warning(DataSource("folder", home), source, {}, train, test) is None
+
+
+def test_training_classes_leave_out_those_sharing_recordings_with_held_out_ones() -> None:
+    from fslcli.datasets.provenance import SharedPair
+    from fslcli.splits import resolve_split
+
+    labels = ["Violin", "Viola", "Flute", "Piano", "Oboe"]
+    pairs = [SharedPair("Violin", "Viola", ("Violin C4 [1]",)), SharedPair("Piano", "Flute", ("x [2]",))]
+    split, left_out = resolve_split(SplitConfig(test_classes=("Viola",), val_classes=("Oboe",)), labels, pairs)
+    assert split.train_classes == ("Flute", "Piano") and left_out == ["Violin"]
+    # Given classes are kept as given.
+    given = SplitConfig(train_classes=("Violin",), test_classes=("Viola",))
+    assert resolve_split(given, labels, pairs) == (given, [])
