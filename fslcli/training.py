@@ -122,6 +122,7 @@ def episode_batch(
     class_index: dict[str, int] | None = None,
     onsets: np.ndarray | None = None,
     onset_span: int = 0,
+    chain: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Waveforms of one episode: support (class-major) then queries, ``(ways * (shots + queries), excerpt)``.
 
@@ -141,6 +142,8 @@ def episode_batch(
     else:
         starts = np.zeros(len(ids), dtype=np.int64)
     waves = cache.excerpts(ids, starts, excerpt)
+    if chain is not None and aug is not None and aug.chain > 0:
+        waves = chain(waves, rng, aug.chain)
     if aug is not None and aug.gain_db > 0:
         gains = 10.0 ** (rng.uniform(-aug.gain_db, aug.gain_db, size=(len(ids), 1)) / 20.0)
         waves *= gains.astype(np.float32)
@@ -206,6 +209,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
         # Each training clip's onset sample (indexed by cache id), only for crops near the onset.
         self.onsets: np.ndarray | None = None
         self.onset_span = int(round(aug.onset_crop_seconds * cache.sample_rate))
+        # The room bank of the recording-chain augmentation, drawn from the run's seed.
+        self.chain = None
+        if aug.chain > 0:
+            from fslcli.augment import RecordingChain
+
+            self.chain = RecordingChain(cache.sample_rate, seed)
         if aug.random_crop and aug.onset_crop_seconds > 0:
             self.onsets = np.zeros(len(cache.lengths), dtype=np.int64)
             for i in (int(i) for ids in pool.values() for i in ids):
@@ -228,6 +237,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
             class_index=self.class_index,
             onsets=self.onsets,
             onset_span=self.onset_span,
+            chain=self.chain,
         )
 
 
@@ -301,8 +311,9 @@ MAX_CENTER_CLIPS = 1500
 
 
 def center_clips_per_class(n_classes: int) -> int:
-    """How many training clips per class calibrate the comparison space (at least 20)."""
-    return max(20, MAX_CENTER_CLIPS // max(1, n_classes))
+    """How many training clips per class calibrate the comparison space: :data:`MAX_CENTER_CLIPS`
+    shared out, but at least 8 (with many classes, the covariance pools over all of them)."""
+    return max(8, MAX_CENTER_CLIPS // max(1, n_classes))
 
 
 def _subset(pool: Pool, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
