@@ -10,9 +10,8 @@ held out (:data:`HELD_FAMILIES`: ethnic, percussive and sound-effect programs), 
   20-MFCC nearest-prototype baseline on the same episodes.
 
 All grouped (support and query never share a source recording), 5-shot and 1-shot, 1,000
-episodes, test seed 0. Each model is scored with its own test-time views and, where it has none,
-also with the previous default's (band shifts -2..2 and pitch shifts -8,-4,4,8, its centre and
-whitening refitted with them), so the views' gain is paired on the same weights.
+episodes, test seed 0. (The first runs of this study, made before test-time views were removed,
+also scored each model with the previous default's views; see benchmarks/results/README.md.)
 
     python benchmarks/study.py --variant all --train-home GM_ALL --fluid-home FLUID_ALL --out study.jsonl
 """
@@ -31,7 +30,6 @@ import numpy as np
 
 STUDY_CLASSES = ("Cello", "Oboe", "Trombone", "Clarinet in Bb", "Flute")
 HELD_FAMILIES = ("GM_Ethnic", "GM_Percussive", "GM_Sound_Effects")
-OLD_VIEWS = {"eval_shifts": 2, "eval_pitch_shifts": (-8, -4, 4, 8)}
 
 
 def log(msg: str) -> None:
@@ -55,49 +53,27 @@ def study_split(prep_all: Any, base: Any) -> tuple[tuple[str, ...], tuple[str, .
 
 
 def variant(name: str, base: Any, all_classes: tuple[str, ...]) -> Any:
-    from fslcli.config import DEFAULT_TRAIN_CLASSES
+    from fslcli.config import DEFAULT_TRAIN_CLASSES, EpisodeConfig
 
-    t, m = base.train, base.model
-    no_views = replace(m, eval_shifts=0, eval_pitch_shifts=())
     few = tuple(c for c in DEFAULT_TRAIN_CLASSES if c not in STUDY_CLASSES)
     many = replace(base.split, train_classes=all_classes)
-    wide = replace(t, train_ways=24, train_queries=5)
+    aug = base.augment
     table = {
-        # The previous default's training, on the four TinySOL training instruments left.
-        # (Validation folds by note: only one of the four has the five source groups a fold needs.)
+        # The previous default's training: every class in each episode, 5 support and 15 query
+        # clips, on the four TinySOL training instruments left (validation folds by note: only
+        # one of the four has the five source groups a fold needs).
         "tinysol": lambda: replace(
             base,
-            model=no_views,
             split=replace(base.split, train_classes=few, group_by="note"),
-            episode=replace(base.episode, ways=len(few)),
+            episode=EpisodeConfig(ways=len(few), shots=5, queries=15),
         ),
-        "all": lambda: replace(base, model=no_views, split=many, train=wide),
-        "all+chain": lambda: replace(
-            base, model=no_views, split=many, train=wide, augment=replace(base.augment, chain=0.5)
-        ),
-        "all+class": lambda: replace(base, model=no_views, split=many, train=replace(wide, class_loss_weight=1.0)),
+        "all": lambda: replace(base, split=many),
+        "all+chain": lambda: replace(base, split=many, augment=replace(aug, chain=0.5)),
+        "all+pitch": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=8.0)),
+        "all+pitch4": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=4.0)),
+        "all+pitch+chain": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=8.0, chain=0.5)),
     }
     return table[name]()
-
-
-def calibrated_with(net: Any, prep: Any, views: dict[str, Any], n_windows: int) -> Any:
-    """A copy of ``net`` with other test-time views and its centre and whitening refitted to the
-    training clips embedded with them (as ``fsl train`` fits them)."""
-    import copy
-
-    import torch
-
-    from fslcli.episodes import episode_rng
-    from fslcli.evaluation import embed_cached
-    from fslcli.training import _subset, center_clips_per_class
-
-    other = copy.deepcopy(net)
-    other.config = replace(other.config, **views)
-    chosen = _subset(prep.pools.train, center_clips_per_class(len(prep.pools.train)), episode_rng(0, 0, 0, 101))
-    ids = [int(i) for c in sorted(chosen) for i in chosen[c]]
-    labels = torch.tensor([k for k, c in enumerate(sorted(chosen)) for _ in chosen[c]])
-    other.calibrate(embed_cached(other, prep.cache, ids, n_windows, finish=False), labels)
-    return other
 
 
 def splittable(prep: Any, classes: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
@@ -109,7 +85,9 @@ def splittable(prep: Any, classes: tuple[str, ...] | list[str]) -> dict[str, np.
 
 
 def mfcc_baseline(prep: Any, pool: dict, groups: Any, shots: int, n: int, seed: int) -> float:
-    """20 MFCCs (librosa), averaged over each whole clip, nearest prototype by Euclidean distance."""
+    """20 MFCCs (librosa), averaged over each whole clip, each coefficient standardised by the
+    episode's support set (mean and standard deviation over its clips), nearest prototype by
+    Euclidean distance."""
     import librosa
 
     from fslcli.config import EpisodeConfig
@@ -124,8 +102,10 @@ def mfcc_baseline(prep: Any, pool: dict, groups: Any, shots: int, n: int, seed: 
     }
     acc = []
     for ep in episodes:
-        protos = np.stack([np.mean([feats[int(i)] for i in row], axis=0) for row in ep.support])
-        q = np.stack([feats[int(i)] for i in ep.query.ravel()])
+        support = np.stack([feats[int(i)] for i in ep.support.ravel()])
+        mu, sd = support.mean(axis=0), support.std(axis=0) + 1e-8
+        protos = ((support - mu) / sd).reshape(ep.support.shape[0], ep.support.shape[1], -1).mean(axis=1)
+        q = (np.stack([feats[int(i)] for i in ep.query.ravel()]) - mu) / sd
         pred = np.argmin(((q[:, None] - protos[None]) ** 2).sum(-1), axis=1)
         acc.append(np.mean(pred == np.repeat(np.arange(len(protos)), ep.query.shape[1])))
     return float(np.mean(acc))
@@ -146,27 +126,30 @@ def main() -> None:
 
     from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
+    from fslcli.data import prepare
     from fslcli.datasets import DataSource
-    from fslcli.evaluation import TEST_STREAM, evaluate
+    from fslcli.evaluation import evaluate
     from fslcli.training import fit, quiet_lightning
-    from fslcli.workflows import prepare
 
     quiet_lightning()
     base = RunConfig()
     base = replace(base, train=replace(base.train, steps=args.steps, seed=args.seed))
     everything = SplitConfig(train_classes=(), test_classes=(), val_classes=())
-    prep_all = prepare(DataSource("tinysol-gm", args.train_home), everything, 16_000, None)
+    prep_all = prepare(DataSource("tinysol-gm", args.train_home), everything, sample_rate=16_000, cache_dir=None)
     train_classes, families = study_split(prep_all, base)
     config = variant(args.variant, base, train_classes)
     config = replace(config, split=replace(config.split, test_classes=STUDY_CLASSES))
-    prep = prepare(DataSource("tinysol-gm", args.train_home), config.split, 16_000, None)
+    prep = prepare(DataSource("tinysol-gm", args.train_home), config.split, sample_rate=16_000, cache_dir=None)
     run_dir = args.work_dir / f"{args.variant}-seed{args.seed}"
     t0 = time.perf_counter()
     if args.model is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "history.jsonl").unlink(missing_ok=True)
         log(f"training {args.variant}: {len(prep.pools.train)} classes, {config.train.steps} steps")
-        res = fit(config, prep.cache, prep.pools.train, prep.pools.val, prep.source, run_dir, groups=prep.pools.groups)
+        res = fit(
+            config, prep.cache, train_pool=prep.pools.train, val_pool=prep.pools.val, source=prep.source,
+            run_dir=run_dir, groups=prep.pools.groups,
+        )  # fmt: skip
         model_path = res.model_path
     else:
         model_path = args.model
@@ -174,8 +157,9 @@ def main() -> None:
     loaded = load_model(model_path)
     net = loaded.net
     fluid_split = SplitConfig(train_classes=(), test_classes=STUDY_CLASSES + tuple(families), val_classes=())
-    fluid = prepare(DataSource("tinysol-gm", args.fluid_home), fluid_split, 16_000, None)
-    scoring = prepare(DataSource("tinysol-gm", args.train_home), replace(config.split, group_by="source"), 16_000, None)
+    fluid = prepare(DataSource("tinysol-gm", args.fluid_home), fluid_split, sample_rate=16_000, cache_dir=None)
+    scoring_split = replace(config.split, group_by="source")
+    scoring = prepare(DataSource("tinysol-gm", args.train_home), scoring_split, sample_rate=16_000, cache_dir=None)
     sets = {
         "study in-font": (scoring, splittable(scoring, STUDY_CLASSES)),
         "study FluidR3": (fluid, splittable(fluid, STUDY_CLASSES)),
@@ -183,8 +167,6 @@ def main() -> None:
     }
     row_classes = {name: list(pool) for name, (_, pool) in sets.items()}
     nets = {"own views": net}
-    if not net.config.eval_pitch_shifts:
-        nets["previous views"] = calibrated_with(net, prep, OLD_VIEWS, loaded.config.eval_windows)
     row: dict[str, Any] = {
         "variant": args.variant,
         "seed": args.seed,
@@ -199,10 +181,7 @@ def main() -> None:
         for shots in (5, 1):
             cfg = EpisodeConfig(5, shots, 15)
             for view_name, n in nets.items():
-                r = evaluate(
-                    n, p.cache, pool, cfg, args.episodes, 0, loaded.config.eval_windows, stream=TEST_STREAM,
-                    groups=p.pools.groups,
-                )  # fmt: skip
+                r = evaluate(n, p.cache, pool, cfg, episodes=args.episodes, seed=0, groups=p.pools.groups)
                 row["scores"][f"{set_name} {shots}-shot {view_name}"] = round(r.mean_accuracy, 4)
                 log(f"{set_name} {shots}-shot {view_name}: {r.mean_accuracy:.4f} ± {r.ci95_half_width:.4f}")
             if set_name == "families FluidR3":

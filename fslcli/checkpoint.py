@@ -7,6 +7,7 @@ class splits, the data source, the state dict, metrics), so it loads with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import pickletools
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from fslcli.atomic import atomic_write
-from fslcli.config import RunConfig
+from fslcli.config import PARTS, RunConfig
 from fslcli.datasets import DataSource
 from fslcli.errors import CheckpointError
 from fslcli.model import ProtoNet
@@ -166,18 +167,56 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
 
 
-#: Model settings that files written before the setting existed lack, with the value that
-#: reproduces how those models compared embeddings (rather than today's defaults).
-MODEL_SETTINGS_BEFORE_THEY_EXISTED: dict[str, object] = {
-    # Written before embeddings were normalised: compare them as they were.
-    "embedding_norm": "none",
-    # Written before test-time band shifts: embed each clip once, as it was evaluated.
-    "eval_shifts": 0,
-    # Written before test-time pitch shifts: no pitch-shifted views.
-    "eval_pitch_shifts": (),
-    # Written before episodes adapted the whitening to their support set.
-    "support_cov_weight": 0.0,
+#: Settings that model files of earlier versions carry and this one no longer has, each with the
+#: value this version computes the same way; a file with another value is refused. Training-only
+#: parts (augmentation, optimiser) say how a model was made, not how it computes: dropped as they are.
+RETIRED_SETTINGS: dict[str, dict[str, object]] = {
+    "audio": {"f_min": 0.0, "f_max": None, "frequency_scale": "mel"},
+    "model": {
+        "members": 1,
+        "distance": "euclidean",
+        "pooling": "global",
+        "dropout": 0.0,
+        "eval_shifts": 0,
+        "eval_pitch_shifts": [],
+    },
 }
+_TRAINING_ONLY = ("augment", "train", "episode")
+#: Parts whose every setting a model file must hold: the ones that decide how it computes.
+_REQUIRED_PARTS = ("audio", "model")
+
+
+def settings_config(settings: dict[str, Any]) -> RunConfig:
+    """The run settings of a model file as a :class:`RunConfig`.
+
+    Raises:
+        ValueError: the file was written by another version whose model this one would not
+            compute the same way (a setting it lacks, or a retired setting not at its one value).
+    """
+    parts = {}
+    for name, data in settings.items():
+        if name == "eval_windows":
+            if data != 1:
+                raise ValueError(f"eval_windows {data} (this version evaluates from one window per clip)")
+            continue
+        if not isinstance(data, dict):
+            raise ValueError(f"its {name!r} settings are not a table")
+        fields = {f.name for f in dataclasses.fields(PARTS[name])} if name in PARTS else set()
+        kept = {k: v for k, v in data.items() if k in fields}
+        for key in set(data) - fields:
+            if name in _TRAINING_ONLY:
+                continue
+            expected = RETIRED_SETTINGS.get(name, {}).get(key, _UNKNOWN)
+            if expected is _UNKNOWN or data[key] != expected:
+                raise ValueError(f"{name} setting {key}={data[key]!r}, which this version does not have")
+        missing = fields - set(data)
+        if name in _REQUIRED_PARTS and missing:
+            raise ValueError(f"no {name} setting {', '.join(sorted(missing))} (written by an older fslcli)")
+        parts[name] = kept
+    return RunConfig.from_dict(parts)
+
+
+_UNKNOWN = object()
 
 
 def load_model(path: Path) -> LoadedModel:
@@ -187,14 +226,13 @@ def load_model(path: Path) -> LoadedModel:
         path = path / "model.pt"
     payload = read_payload(path)
     try:
-        settings = payload["settings"]
-        settings = {**settings, "model": {**MODEL_SETTINGS_BEFORE_THEY_EXISTED, **settings.get("model", {})}}
-        config = RunConfig.from_dict(settings)
+        config = settings_config(payload["settings"])
         net = ProtoNet(config.audio, config.model)
         net.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{path} does not match this fslcli's model ({str(exc).splitlines()[0][:160]}); retrain it"
+            f"{path} was written by another version of fslcli ({str(exc).splitlines()[0][:160]}); retrain it with "
+            "`fsl train`"
         ) from None
     net.eval()
     return LoadedModel(

@@ -1,6 +1,6 @@
-"""The ``fsl`` command line: parse options, call one core function, render the result.
+"""The ``fsl`` command line: parse options, call one workflow, render the result.
 
-Heavy modules (torch, Lightning, librosa, plotly, UMAP) are imported inside the commands
+Heavy modules (torch, Lightning, librosa, plotly, UMAP) are imported inside the workflows
 that need them, so ``fsl --help`` answers at once. Errors meant for the user
 (:class:`~fslcli.errors.FslError`) print one line and exit with code 1; ``--debug`` shows
 the traceback instead.
@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fslcli import __version__
-from fslcli.config import ModelConfig, TrainConfig
+from fslcli.config import TRAIN_EPISODE, TrainConfig
 from fslcli.errors import FslError
 
 app = typer.Typer(
@@ -64,23 +64,11 @@ class Precision(str, Enum):
     bf16 = "bf16-mixed"
 
 
-class Backbone(str, Enum):
-    conv = "conv"
-    resnet = "resnet"
-    tutorial = "tutorial"
-
-
-class InputNorm(str, Enum):
-    band = "band"
-    clip = "clip"
-    none = "none"
-
-
-class EmbeddingNorm(str, Enum):
-    whitened = "whitened"
-    centered_l2 = "centered-l2"
-    l2 = "l2"
-    none = "none"
+class Accelerator(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
 
 
 class GroupBy(str, Enum):
@@ -89,12 +77,9 @@ class GroupBy(str, Enum):
     none = "none"
 
 
-class Accelerator(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    gpu = "gpu"
-    mps = "mps"
+class Preset(str, Enum):
+    default = "default"
+    tutorial = "tutorial"
 
 
 def handle_errors(fn: F) -> F:
@@ -155,15 +140,14 @@ def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None
     if quiet:
         yield lambda d, n, t: None
         return
-    bars = Progress(
+    columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err,
-        transient=False,
     )
+    bars = Progress(*columns, console=err, transient=False)
     tasks: dict[str, Any] = {}
 
     def update(description: str, done: int, total: int) -> None:
@@ -175,72 +159,60 @@ def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None
         yield update
 
 
-def _warn_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> None:
+def _note(line: str) -> None:
+    err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+
+
+def _skipped(skipped: list[tuple[Any, str]], limit: int = 10) -> None:
+    """Name the first skipped files, then count them all."""
     for path, reason in skipped[:limit]:
         err.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(' '.join(str(reason).split()))}", soft_wrap=True)
-    if len(skipped) > limit:
-        err.print(f"[yellow]... and {len(skipped) - limit} more skipped files[/]")
-
-
-def _notices(lines: tuple[str, ...] | list[str]) -> None:
-    for line in lines:
-        err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
-
-
-def _report_skipped(skipped: list[tuple[str, str]]) -> None:
     if skipped:
-        err.print(f"[yellow]{len(skipped)} file(s) skipped[/] (unreadable or missing; listed above)")
-
-
-def _source(dataset: Dataset | None, data_home: Path | None, data_dir: Path | None, fallback: Any = None) -> Any:
-    from fslcli.datasets import resolve_source
-
-    return resolve_source(dataset.value if dataset else None, data_home, data_dir, fallback)
+        err.print(f"[yellow]{len(skipped)} file(s) skipped[/] (unreadable or missing)")
 
 
 def _classes(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = tuple(n.strip() for n in value.split(",") if n.strip())
-    return names
+    return None if value is None else tuple(n.strip() for n in value.split(",") if n.strip())
 
 
-def _semitones(value: str) -> tuple[int, ...]:
-    """``--pitch-shifts``: comma-separated whole semitones, or "none"."""
-    from fslcli.model import pitch_shifts_problem
+def _windows(value: str) -> Any:
+    from fslcli.embedding import parse_windows
 
-    if value.strip().lower() in ("none", "0", ""):
-        return ()
-    try:
-        semitones = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise FslError(f"--pitch-shifts {value}: give whole semitones separated by commas, such as -8,-4,4,8") from None
-    if why := pitch_shifts_problem(semitones):
-        raise FslError(f"--pitch-shifts {value}: {why}")
-    return semitones
+    return parse_windows(value)
 
 
-def _short_path(path: Path, roots: list[Path]) -> str:
-    """A file shown relative to the query folder it was found in (the full path is in --json)."""
-    for root in roots:
-        try:
-            return str(path.relative_to(root))
-        except ValueError:
-            continue
-    return str(path)
-
-
-def _model_path(model: Path | None) -> Path:
+def _model(model: Path | None) -> Path:
+    """MODEL as given, else the newest ``runs/*/model.pt``."""
     from fslcli.checkpoint import newest_model
 
     return model if model is not None else newest_model()
 
 
-# fslcli.config is light (dataclasses only), so the defaults come from one place.
-_TRAIN_DEFAULTS = TrainConfig()
-_MODEL_DEFAULTS = ModelConfig()
+def _model_and_inputs(args: list[Path]) -> tuple[Path, list[Path]]:
+    """``[MODEL] INPUT...``: the first argument is the model when it is a ``.pt`` file or a run
+    folder holding ``model.pt``; otherwise MODEL is the newest run and every argument is input."""
+    if args and (args[0].suffix == ".pt" or (args[0] / "model.pt").is_file()):
+        model, inputs = args[0], args[1:]
+    else:
+        model, inputs = _model(None), args
+    if not inputs:
+        raise FslError("give audio files or folders after MODEL, e.g. fsl embed runs/x/model.pt my_sounds/")
+    return model, inputs
+
+
+def _source(dataset: Dataset | None, data_home: Path | None, data_dir: Path | None) -> Any:
+    from fslcli.workflows import SourceChoice
+
+    return SourceChoice(dataset.value if dataset else None, data_home, data_dir)
+
 
 # Shared options -----------------------------------------------------------------------
+ModelArg = Annotated[
+    Path | None, typer.Argument(help="model.pt or a run folder (default: the newest runs/*/model.pt).")
+]
+ModelAndInputs = Annotated[
+    list[Path], typer.Argument(help="[MODEL] then audio files or folders (MODEL default: the newest runs/*/model.pt).")
+]
 DatasetOpt = Annotated[
     Dataset | None,
     typer.Option("--dataset", help="A named dataset (default: the offline tinysol-gm, or the model's own data)."),
@@ -254,7 +226,7 @@ DataDirOpt = Annotated[
 CacheDirOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="Decoded-audio cache (default ~/.cache/fslcli or $FSL_CACHE_DIR).")
 ]
-WaysOpt = Annotated[int, typer.Option("--ways", min=1, help="Classes per episode.")]
+WaysOpt = Annotated[int, typer.Option("--ways", min=2, help="Classes per episode.")]
 ShotsOpt = Annotated[int, typer.Option("--shots", min=1, help="Support examples per class.")]
 QueriesOpt = Annotated[int, typer.Option("--queries", min=1, help="Query examples per class.")]
 SeedOpt = Annotated[
@@ -264,13 +236,26 @@ GroupByOpt = Annotated[
     GroupBy,
     typer.Option(
         "--group-by",
-        help="Keep support and query apart by source: clips sharing a recording (a TinySOL note, a SoundFont "
-        "sample, a folder's groups.csv) never sit on both sides; note: by pitch; none: any clips.",
+        help="Keep support and query apart: source (clips sharing a recording, such as a TinySOL note, a "
+        "SoundFont sample or a folder's groups.csv, never sit on both sides), note (by pitch) or none.",
     ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on standard output (progress goes to standard error).")
 ]
+MethodOpt = Annotated[Method, typer.Option("--method", help="Projection.")]
+DimsOpt = Annotated[int, typer.Option("--dims", min=2, max=3, help="2 or 3 dimensions.")]
+
+
+def _windows_opt(default: str, what: str) -> Any:
+    return Annotated[
+        str,
+        typer.Option(
+            "--windows",
+            help=f"Excerpts per recording: N (the first at its onset, the rest spread to its end) or 'all' "
+            f"(every excerpt across it). Default {default}: {what}.",
+        ),
+    ]
 
 
 # download -----------------------------------------------------------------------------
@@ -285,78 +270,93 @@ def download(
     soundfont: Annotated[
         Path | None,
         typer.Option(
-            "--soundfont", help="tinysol-gm: a .sf2/.sf3 General MIDI SoundFont (default: pretty_midi's TimGM6mb.sf2)."
+            "--soundfont", help="tinysol-gm: a .sf2/.sf3 General MIDI font (default: pretty_midi's TimGM6mb)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="tinysol-gm: seed for note lengths and folds.")] = 0,
+    tinysol_only: Annotated[
+        bool,
+        typer.Option("--tinysol-only", help="tinysol-gm: TinySOL's 14 instruments alone, without the other GM sounds."),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace what is there.")] = False,
 ) -> None:
-    """Fetch TinySOL (audio, metadata, index) or render the offline SoundFont dataset."""
+    """Fetch TinySOL (audio, metadata, index) or render the offline set from a SoundFont."""
     from fslcli.datasets.base import default_data_home
+    from fslcli.workflows import download as run
 
     home = (data_home or default_data_home(dataset.value)).expanduser()
-    t0 = time.perf_counter()
-    if dataset is Dataset.tinysol:
-        from fslcli.datasets.tinysol import download_tinysol
-
-        err.print(f"Downloading TinySOL (Zenodo record 3685367) into {home}")
-        with progress_bar() as bar:
-            report = download_tinysol(
-                home, progress=lambda name, done, total: bar(f"{name}", done, total or max(done, 1)), force=force
-            )
-        if report.skipped:
-            err.print(f"already complete: {', '.join(report.skipped)}")
-        out.print(f"TinySOL ready in {home} ({time.perf_counter() - t0:.0f} s)")
-        return
-    try:
-        from fslcli.datasets.tinysol_gm import render_tinysol_gm
-    except ImportError as exc:
-        raise FslError(
-            f"rendering needs tinysoundfont ({exc}); install it with `pip install --no-deps tinysoundfont` "
-            "(--no-deps: its pyaudio dependency is only for live playback)"
-        ) from None
-    err.print(f"Rendering the offline TinySOL-shaped dataset into {home}")
+    err.print(
+        f"{'Downloading TinySOL (Zenodo record 3685367)' if dataset is Dataset.tinysol else 'Rendering'} into {home}"
+    )
     with progress_bar() as bar:
-        report = render_tinysol_gm(
-            home, soundfont, seed, force=force, progress=lambda d, t: bar("Rendering notes", d, t)
+        done = run(
+            dataset.value,
+            home=home,
+            soundfont=soundfont,
+            seed=seed,
+            force=force,
+            tinysol_only=tinysol_only,
+            progress=bar,
         )
+    report = done.report
+    if report is None:
+        if done.already:
+            err.print(f"already complete: {', '.join(done.already)}")
+        out.print(f"TinySOL ready in {home} ({done.seconds:.0f} s)")
+        return
     if report.reused:
         out.print(f"Already rendered with the same font and seed: {home} ({report.written} files)")
-        _shared_samples(report)
-        return
-    out.print(
-        f"Rendered {report.written} files for {len(report.per_instrument)} instruments into {home} in {report.seconds:.0f} s"
-        + (f"; {report.skipped_silent} notes the font cannot sound were skipped" if report.skipped_silent else "")
-    )
+    else:
+        silent = f"; {report.skipped_silent} notes the font cannot sound were skipped" if report.skipped_silent else ""
+        out.print(
+            f"Rendered {report.written} files of {len(report.per_instrument)} instruments and sounds into {home} "
+            f"in {report.seconds:.0f} s{silent}"
+        )
     _shared_samples(report)
 
 
 def _shared_samples(report: Any) -> None:
-    """Name the instruments of a render that play common recordings, with their split sides."""
+    """Name the instruments of a render that share recordings with a test instrument."""
     from fslcli.datasets.tinysol_gm import default_roles
 
     roles = default_roles()
-    for pair in report.shared:
-        sides = {roles.get(pair.first), roles.get(pair.second)}
-        note = " (a test instrument shares a training instrument's recordings)" if sides == {"train", "test"} else ""
+    crossing = [p for p in report.shared if {roles.get(p.first), roles.get(p.second)} == {"train", "test"}]
+    tested = [p for p in report.shared if "test" in (roles.get(p.first), roles.get(p.second))]
+    for pair in tested:
+        note = (
+            " (left out of training by default)"
+            if pair not in crossing
+            else " (a test instrument shares a training instrument's recordings)"
+        )
         out.print(f"Shared samples: {escape(pair.describe(roles))}{note}")
     if report.shared:
         out.print(
-            f"Provenance of every note: {escape(str(report.data_home / 'render_report.json'))} and the metadata CSV"
+            f"{len(report.shared)} pair(s) of sounds share recordings in all; provenance of every note: "
+            f"{escape(str(report.data_home / 'render_report.json'))} and the metadata CSV"
         )
 
 
 # train --------------------------------------------------------------------------------
+_TRAIN = TrainConfig()
+
+
 @app.command()
 @handle_errors
 def train(
-    ways: WaysOpt = 5,
-    shots: ShotsOpt = 5,
-    queries: QueriesOpt = 15,
-    steps: Annotated[
-        int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")
-    ] = _TRAIN_DEFAULTS.steps,
+    ways: Annotated[
+        int, typer.Option("--ways", min=2, help="Classes per training episode (at most the training classes).")
+    ] = TRAIN_EPISODE.ways,
+    shots: Annotated[
+        int, typer.Option("--shots", min=1, help="Support clips per class in training episodes.")
+    ] = TRAIN_EPISODE.shots,
+    queries: Annotated[
+        int, typer.Option("--queries", min=1, help="Query clips per class in training episodes.")
+    ] = TRAIN_EPISODE.queries,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = _TRAIN.steps,
     seed: SeedOpt = 0,
+    preset: Annotated[
+        Preset, typer.Option("--preset", help="default, or tutorial: the ISMIR 2022 tutorial's network and training.")
+    ] = Preset.default,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>/).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty run folder.")] = False,
     resume: Annotated[
@@ -366,7 +366,8 @@ def train(
     data_home: DataHomeOpt = None,
     data_dir: DataDirOpt = None,
     train_classes: Annotated[
-        str | None, typer.Option("--train-classes", help="Comma-separated training classes.")
+        str | None,
+        typer.Option("--train-classes", help="Comma-separated training classes (default: every other class)."),
     ] = None,
     test_classes: Annotated[
         str | None,
@@ -382,62 +383,13 @@ def train(
     group_by: GroupByOpt = GroupBy.source,
     val_every: Annotated[
         int, typer.Option("--val-every", min=1, help="Validate (and checkpoint) every N steps.")
-    ] = _TRAIN_DEFAULTS.val_every,
+    ] = _TRAIN.val_every,
     val_episodes: Annotated[
         int, typer.Option("--val-episodes", min=1, help="Validation episodes.")
-    ] = _TRAIN_DEFAULTS.val_episodes,
-    train_ways: Annotated[
-        int, typer.Option("--train-ways", min=0, help="Ways of training episodes (0: every training class).")
-    ] = _TRAIN_DEFAULTS.train_ways,
-    train_queries: Annotated[
-        int,
-        typer.Option(
-            "--train-queries",
-            min=0,
-            help="Queries per class in training episodes, at most --queries (0: same as --queries).",
-        ),
-    ] = _TRAIN_DEFAULTS.train_queries,
-    lr: Annotated[
-        float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, warm-up then cosine decay).")
-    ] = _TRAIN_DEFAULTS.learning_rate,
-    backbone: Annotated[
-        Backbone, typer.Option("--backbone", help="The CNN (tutorial: the ISMIR 2022 tutorial's).")
-    ] = Backbone(_MODEL_DEFAULTS.backbone),
-    input_norm: Annotated[
-        InputNorm,
-        typer.Option("--input-norm", help="band (per-band BatchNorm), clip (per-clip standardisation) or none."),
-    ] = InputNorm(_MODEL_DEFAULTS.input_norm),
-    embedding_norm: Annotated[
-        EmbeddingNorm,
-        typer.Option(
-            "--embedding-norm",
-            help=(
-                "How embeddings are compared: whitened (centered-l2, then whitened by the training classes' "
-                "within-class covariance), centered-l2 (minus the training clips' mean, unit length), l2 or none."
-            ),
-        ),
-    ] = EmbeddingNorm(_MODEL_DEFAULTS.embedding_norm),
-    members: Annotated[
-        int,
-        typer.Option(
-            "--members",
-            min=1,
-            help=(
-                "Independently initialised backbones trained side by side, their embeddings concatenated "
-                "(an ensemble; each adds one backbone's forward and backward pass to a step)."
-            ),
-        ),
-    ] = _MODEL_DEFAULTS.members,
-    class_loss_weight: Annotated[
-        float,
-        typer.Option(
-            "--class-loss-weight",
-            min=0.0,
-            help="Weight of an auxiliary loss classifying every clip over all training classes (0: off).",
-        ),
-    ] = _TRAIN_DEFAULTS.class_loss_weight,
+    ] = _TRAIN.val_episodes,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = _TRAIN.learning_rate,
     accelerator: Annotated[
-        Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or CPU.")
+        Accelerator, typer.Option("--accelerator", help="auto picks CUDA, MPS or the CPU.")
     ] = Accelerator.auto,
     devices: Annotated[
         int, typer.Option("--devices", min=1, help="Devices (processes) for data-parallel training (DDP).")
@@ -451,117 +403,54 @@ def train(
     """Train a Prototypical Network episodically; writes RUN_DIR/model.pt (best by validation accuracy)."""
     from dataclasses import replace
 
-    from fslcli.config import EpisodeConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
+    from fslcli.config import PRESETS, EpisodeConfig, RunConfig, SplitConfig
     from fslcli.workflows import check_run_dir, load_run_file
 
     is_child = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    explicit_split = (train_classes or test_classes or val_classes) is not None
     if resume is not None:
         config, source = load_run_file(resume)
         run_dir = resume
-        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise FslError(
-                f"--resume {run_dir}: no checkpoints/last.ckpt yet (the run stopped before its first validation); start it again with --force"
-            )
     else:
-        source = _source(dataset, data_home, data_dir)
-        base_split = SplitConfig()
-        split = SplitConfig(
-            train_classes=_classes(train_classes) or base_split.train_classes,
-            test_classes=_classes(test_classes) or base_split.test_classes,
-            val_classes=_classes(val_classes) or (),
-            group_by=group_by.value,
-        )
-        model_cfg = ModelConfig(
-            backbone=backbone.value, input_norm=input_norm.value, embedding_norm=embedding_norm.value, members=members
-        )
-        if backbone is Backbone.tutorial:
-            model_cfg = replace(model_cfg, channels=(32, 64, 128, 256, 512))
-        config = RunConfig(
-            model=model_cfg,
+        source = _source(dataset, data_home, data_dir).resolve()
+        base = RunConfig(
             episode=EpisodeConfig(ways=ways, shots=shots, queries=queries),
-            train=TrainConfig(
-                steps=steps,
-                seed=seed,
-                learning_rate=lr,
-                train_ways=train_ways,
-                train_queries=train_queries,
-                class_loss_weight=class_loss_weight,
-                val_every=min(val_every, steps),
-                val_episodes=val_episodes,
-                accelerator=accelerator.value,
-                devices=devices,
-                num_nodes=num_nodes,
+            train=replace(
+                _TRAIN, steps=steps, seed=seed, learning_rate=lr, val_every=min(val_every, steps),
+                val_episodes=val_episodes, accelerator=accelerator.value, devices=devices, num_nodes=num_nodes,
                 precision=precision.value,
             ),
-            split=split,
-        )
+            split=SplitConfig(
+                train_classes=_classes(train_classes),
+                test_classes=_classes(test_classes) or SplitConfig().test_classes,
+                val_classes=_classes(val_classes) or (),
+                group_by=group_by.value,
+            ),
+        )  # fmt: skip
+        config = PRESETS[preset.value](base)
         env_dir = os.environ.get("FSL_RUN_DIR")
-        if is_child and env_dir:
-            run_dir = Path(env_dir)
-        else:
-            run_dir = out_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(env_dir) if is_child and env_dir else out_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        if not is_child:
             check_run_dir(run_dir, force)
+    if not is_child and config.train.steps < _TRAIN.steps:
+        _note(
+            f"a short run of {config.train.steps} steps (a full `fsl train` runs {_TRAIN.steps}): expect lower accuracy"
+        )
+    os.environ["FSL_RUN_DIR"] = str(run_dir)  # DDP workers re-run this command: they must find the same folder
     _train(
         config,
         source,
         run_dir,
         resume is not None,
         cache_dir,
-        is_child,
-        explicit_split=(train_classes or test_classes or val_classes) is not None,
+        quiet=is_child,
+        adapt=source.kind == "folder" and not explicit_split,
     )
 
 
 def _train(
-    config: Any,
-    source: Any,
-    run_dir: Path,
-    resuming: bool,
-    cache_dir: Path | None,
-    is_child: bool,
-    explicit_split: bool,
+    config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: Path | None, *, quiet: bool, adapt: bool
 ) -> None:
-    from dataclasses import replace
-
-    from fslcli.config import TrainConfig
-    from fslcli.errors import OutputError
-    from fslcli.training import fit, preflight
-    from fslcli.workflows import prepare, save_run_file, soundfont_of
-
-    quiet = is_child
-    adapt = source.kind == "folder" and not explicit_split and not resuming
-    with progress_bar(quiet) as bar:
-        prep = prepare(source, config.split, config.audio.sample_rate, cache_dir, bar, adapt_split=adapt)
-    if prep.split != config.split:
-        config = replace(config, split=prep.split)
-    if not quiet:
-        _warn_skipped(prep.skipped)
-        _notices(prep.notices)
-        if source.kind == "folder" and adapt:
-            err.print(
-                f"Split for {source.path}: train on {', '.join(prep.split.train_classes)}; "
-                f"test on {', '.join(prep.split.test_classes)} (set --train-classes/--test-classes to choose)"
-            )
-        err.print(f"Data: {source.describe()}: {len(prep.cache)} clips; validation on {prep.pools.val_description}")
-        default_steps = TrainConfig().steps
-        if config.train.steps < default_steps:
-            err.print(
-                f"[bold]Short run[/]: {config.train.steps} steps (a full `fsl train` runs {default_steps}); "
-                "expect lower accuracy than a full run."
-            )
-    # Refused here, the run folder is not created: the same command works once fixed.
-    preflight(config, prep.pools.train, prep.pools.val)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not is_child and not resuming:
-            save_run_file(run_dir, config, source)
-            (run_dir / "history.jsonl").unlink(missing_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"--out {run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --out"
-        ) from None
-    os.environ["FSL_RUN_DIR"] = str(run_dir)  # DDP workers re-run this command: they must find the same folder
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -571,53 +460,47 @@ def _train(
         TimeRemainingColumn,
     )
 
+    from fslcli.workflows import train as run
+
     bars = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val acc {task.fields[val]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-    )
-    task = bars.add_task("Training", total=config.train.steps, loss="-", val="-")
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val acc {task.fields[val]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, disable=quiet,
+    )  # fmt: skip
 
-    def on_progress(ev: dict[str, Any]) -> None:
+    def on_event(ev: dict[str, Any]) -> None:
+        if "training" not in tasks:
+            tasks["training"] = bars.add_task("Training", total=config.train.steps, loss="-", val="-")
         if ev["event"] == "step":
-            bars.update(task, completed=ev["step"], loss=f"{ev['loss']:.3f}")
-        elif ev["event"] == "calibrate":
-            bars.update(task, description="Calibrating the comparison space")
+            bars.update(tasks["training"], completed=ev["step"], loss=f"{ev['loss']:.3f}")
         elif "val_acc" in ev:
-            bars.update(task, val=f"{ev['val_acc']:.3f}")
+            bars.update(tasks["training"], val=f"{ev['val_acc']:.3f}")
 
+    def on_progress(description: str, done: int, total: int) -> None:
+        if description not in tasks:
+            tasks[description] = bars.add_task(description, total=total, loss="-", val="-")
+        bars.update(tasks[description], completed=done, total=total)
+
+    tasks: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
         with bars:
-            result = fit(
-                config,
-                prep.cache,
-                prep.pools.train,
-                prep.pools.val,
-                source,
-                run_dir,
-                resume=resuming,
-                progress=on_progress,
-                extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": soundfont_of(source)},
-                groups=prep.pools.groups,
-            )
+            result = run(
+                config, source, run_dir=run_dir, resume=resuming, adapt_split=adapt, cache_dir=cache_dir,
+                report=(lambda line: None) if quiet else (lambda line: err.print(escape(line), soft_wrap=True)),
+                progress=on_progress, events=on_event,
+            )  # fmt: skip
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             err.print(f"[yellow]Interrupted.[/] Continue with: fsl train --resume {escape(str(run_dir))}")
         else:
             err.print(
-                f"[yellow]Interrupted[/] before the first validation, so there is nothing to resume: "
+                "[yellow]Interrupted[/] before the first validation, so there is nothing to resume: "
                 f"run the same command again with --force (--out {escape(str(run_dir))})"
             )
         raise typer.Exit(130) from None
     if not result.is_global_zero:
         return
-    _report_skipped(prep.skipped)
     out.print(
         f"Trained {result.steps} steps in {time.perf_counter() - t0:.0f} s; best validation accuracy "
         f"{result.best_val_acc:.3f} at step {result.best_step}"
@@ -632,209 +515,99 @@ def _train(
 @app.command("eval")
 @handle_errors
 def eval_cmd(
-    model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
+    model: ModelArg = None,
     episodes: Annotated[int, typer.Option("--episodes", min=1, help="Test episodes.")] = 1000,
     ways: WaysOpt = 5,
     shots: ShotsOpt = 5,
     queries: QueriesOpt = 15,
     seed: SeedOpt = 0,
+    group_by: GroupByOpt = GroupBy.source,
+    windows: _windows_opt("1", "one excerpt from each clip's onset") = "1",  # type: ignore[valid-type]
     as_json: JsonOpt = False,
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,
     data_dir: DataDirOpt = None,
     test_classes: Annotated[
-        str | None,
-        typer.Option("--test-classes", help="Comma-separated classes to test on (default: the model's test classes)."),
+        str | None, typer.Option("--test-classes", help="Comma-separated classes to test on (default: the model's).")
     ] = None,
-    windows: Annotated[
-        int | None,
-        typer.Option(
-            "--windows",
-            min=1,
-            help="Excerpts per clip, the first at its onset, averaged (default: the model's setting, 1 for new models).",
-        ),
-    ] = None,
-    shifts: Annotated[
-        int | None,
-        typer.Option(
-            "--shifts",
-            min=0,
-            help="Average each clip's embeddings over its log-mel shifted by -K..K bands (default: the model's "
-            "setting; 0: off).",
-        ),
-    ] = None,
-    pitch_shifts: Annotated[
-        str | None,
-        typer.Option(
-            "--pitch-shifts",
-            help="Comma-separated semitones, such as -8,-4,4,8: also average each clip's embeddings over its "
-            "spectrum warped to those pitches (default: the model's setting; 'none': off).",
-        ),
-    ] = None,
-    support_cov_weight: Annotated[
-        float | None,
-        typer.Option(
-            "--support-cov-weight",
-            min=0.0,
-            help="Whitened models, episodes with 2+ shots: weight of the support set's own within-class covariance "
-            "in the whitening (default: the model's setting; 0: the training classes' alone).",
-        ),
-    ] = None,
-    group_by: GroupByOpt = GroupBy.source,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Evaluate on the test classes: mean accuracy with its 95% interval, per class, and the confusion matrix."""
-    from dataclasses import replace
-
-    from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig
-    from fslcli.evaluation import evaluate
-    from fslcli.workflows import device_for, eval_summary, prepare, shared_sample_warning
+    from fslcli.workflows import evaluate_model
 
-    t0 = time.perf_counter()
-    loaded = load_model(_model_path(model))
-    source = _source(dataset, data_home, data_dir, fallback=loaded.source)
-    # Only the test classes are read: training and validation data play no part in evaluation.
-    split = loaded.config.split
-    split = replace(
-        split,
-        test_classes=_classes(test_classes) or split.test_classes,
-        train_classes=(),
-        val_classes=(),
-        group_by=group_by.value,
-    )
     cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
-    device = device_for()
-    net = loaded.net.to(device)
-    n_windows = windows or loaded.config.eval_windows
-    if shifts is not None:
-        from fslcli.model import eval_shifts_problem
-
-        if why := eval_shifts_problem(shifts, loaded.config.audio.n_mels):
-            raise FslError(f"--shifts {shifts}: {why}")
-        net.config = replace(net.config, eval_shifts=shifts)
-    if pitch_shifts is not None:
-        net.config = replace(net.config, eval_pitch_shifts=_semitones(pitch_shifts))
-    if support_cov_weight is not None:
-        if support_cov_weight >= 1.0:
-            raise FslError(
-                f"--support-cov-weight {support_cov_weight}: use a value below 1 (the training classes' covariance "
-                "keeps the rest), such as 0.25"
-            )
-        if support_cov_weight > 0 and net.whitener is None:
-            raise FslError(
-                f"--support-cov-weight {support_cov_weight}: this model compares {net.config.embedding_norm!r} "
-                "embeddings, without a within-class covariance to mix with; use it with whitened models"
-            )
-        net.config = replace(net.config, support_cov_weight=support_cov_weight)
     with progress_bar() as bar:
-        prep = prepare(source, split, loaded.config.audio.sample_rate, cache_dir, bar)
-        _warn_skipped(prep.skipped)
-        _notices(prep.notices)
-        result = evaluate(
-            net,
-            prep.cache,
-            prep.pools.test,
-            cfg,
-            episodes,
-            seed,
-            n_windows,
-            device,
-            progress=lambda d, t: bar("Embedding test clips", d, t),
-            groups=prep.pools.groups,
-        )
-    warning = shared_sample_warning(
-        source, loaded.source, loaded.meta, list(loaded.config.split.train_classes), result.classes
-    )
-    if warning:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-    summary = eval_summary(result, cfg, seed, loaded, source, n_windows, group_by.value)
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+        done = evaluate_model(
+            _model(model), data=_source(dataset, data_home, data_dir), test_classes=_classes(test_classes),
+            episode=cfg, episodes=episodes, seed=seed, windows=_windows(windows), group_by=group_by.value,
+            cache_dir=cache_dir, progress=bar,
+        )  # fmt: skip
+    for line in done.notices:
+        _note(line)
+    if done.warning:
+        err.print(f"[yellow]warning:[/] {escape(done.warning)}", soft_wrap=True)
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
-        _report_skipped(prep.skipped)
+        sys.stdout.write(json.dumps(done.summary) + "\n")
+        _skipped(done.skipped)
         return
+    r = done.result
     grouping = {
         "source": "support and query from different recordings",
         "note": "support and query from different notes",
     }
+    protocol = grouping.get(group_by.value, "clips drawn freely: copies of one recording may sit on both sides")
     out.print(
-        f"[bold]{cfg.ways}-way {cfg.shots}-shot, {episodes} episodes[/] on {', '.join(result.classes)} ({source.describe()}; "
-        f"{grouping.get(group_by.value, 'clips drawn freely: in-set copies may sit on both sides')})"
+        f"[bold]{cfg.ways}-way {cfg.shots}-shot, {episodes} episodes[/] on {', '.join(r.classes)} ({done.source.describe()}; {protocol})"
     )
-    out.print(f"Mean accuracy: [bold]{result.mean_accuracy:.4f}[/] ± {result.ci95_half_width:.4f} (95% CI)")
+    out.print(f"Mean accuracy: [bold]{r.mean_accuracy:.4f}[/] ± {r.ci95_half_width:.4f} (95% CI)")
     table = Table(title="Per-class accuracy")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
-    for c, a in result.per_class.items():
-        table.add_row(c, f"{a:.3f}")
+    for c, a in r.per_class.items():
+        table.add_row(escape(c), f"{a:.3f}")
     out.print(table)
-    conf = Table(title="Confusion (rows: true, columns: predicted)")
-    conf.add_column("")
-    for c in result.classes:
-        conf.add_column(c[:10], justify="right")
-    for c, row in zip(result.classes, result.confusion, strict=True):
-        conf.add_row(c, *[str(int(v)) for v in row])
-    out.print(conf)
-    _report_skipped(prep.skipped)
-    err.print(f"{result.clips_embedded} clips embedded once; {time.perf_counter() - t0:.1f} s in all")
+    out.print(_confusion(r.classes, r.classes, r.confusion))
+    _skipped(done.skipped)
+    err.print(f"{r.clips_embedded} clips embedded once; {done.summary['seconds']:.1f} s in all")
 
 
-#: ``--windows`` of embed and predict: how a recording becomes one embedding.
-FileWindowsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--windows",
-        min=1,
-        help="Embed each file from N windows starting at its onset, as `fsl eval` does (suits single notes). "
-        "Default: the mean over sliding windows across the whole file (suits longer recordings).",
-    ),
-]
+def _confusion(rows: list[str], columns: list[str], matrix: Any) -> Table:
+    table = Table(title="Confusion (rows: true, columns: predicted)")
+    table.add_column("")
+    for c in columns:
+        table.add_column(escape(c[:10]), justify="right")
+    for c, row in zip(rows, matrix, strict=True):
+        table.add_row(escape(c), *[str(int(v)) for v in row])
+    return table
 
 
-# embed --------------------------------------------------------------------------------
+# embed and predict --------------------------------------------------------------------
 @app.command()
 @handle_errors
 def embed(
-    model: Annotated[Path, typer.Argument(help="model.pt")],
-    inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .npz, .csv or .parquet (by suffix).")] = Path(
+    args: ModelAndInputs,
+    out_path: Annotated[Path, typer.Option("--out", help="Output file: .npz, .csv or .parquet (by suffix).")] = Path(
         "embeddings.npz"
     ),
-    windows: FileWindowsOpt = None,
+    windows: _windows_opt("all", "every excerpt across each file") = "all",  # type: ignore[valid-type]
 ) -> None:
-    """One embedding per recording, with its path and label (the parent folder's name)."""
-    from fslcli.checkpoint import load_model
-    from fslcli.inference import collect_audio, embed_files
-    from fslcli.workflows import device_for, write_embeddings
+    """One embedding per recording, in the space the model compares in, with its path and label (the parent folder's name)."""
+    from fslcli.inference import check_embeddings_path
+    from fslcli.workflows import embed as run
 
-    suffix = out_path.suffix.lower()
-    if suffix not in (".npz", ".csv", ".parquet"):
-        raise FslError(f"--out {out_path}: unknown format {suffix or '(none)'}; use .npz, .csv or .parquet")
-    loaded = load_model(model)
-    files = collect_audio(inputs)
-    device = device_for()
+    check_embeddings_path(out_path)
+    model, inputs = _model_and_inputs(args)
     with progress_bar() as bar:
-        emb = embed_files(
-            loaded.net.to(device),
-            files,
-            device=device,
-            progress=lambda d, t: bar("Embedding", d, t),
-            windows=windows,
-        )
-    _warn_skipped([(str(p), r) for p, r in emb.skipped])
-    labels = [p.parent.name for p in emb.paths]
-    write_embeddings(out_path, emb.embeddings, [str(p) for p in emb.paths], labels)
-    _report_skipped([(str(p), r) for p, r in emb.skipped])
-    out.print(f"Wrote {len(emb.paths)} embeddings of dimension {emb.embeddings.shape[1]} to {escape(str(out_path))}")
+        done = run(model, inputs, out=out_path, windows=_windows(windows), progress=bar)
+    _skipped(done.skipped)
+    out.print(f"Wrote {done.rows} embeddings of dimension {done.dim} to {escape(str(done.path))}")
 
 
-# predict ------------------------------------------------------------------------------
 @app.command()
 @handle_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="model.pt")],
-    queries: Annotated[list[Path], typer.Argument(help="Query audio files or folders.")],
+    args: ModelAndInputs,
     support: Annotated[
         Path, typer.Option("--support", help="Folder with one subfolder of example recordings per class.")
     ] = ...,  # type: ignore[assignment]
@@ -842,91 +615,78 @@ def predict(
     reject: Annotated[
         bool, typer.Option("--reject", help="Report queries far from every prototype as 'unknown'.")
     ] = False,
-    windows: FileWindowsOpt = None,
+    windows: _windows_opt("all", "every excerpt across each file") = "all",  # type: ignore[valid-type]
     as_json: JsonOpt = False,
 ) -> None:
     """Classify recordings against classes given by a few examples each."""
-    from fslcli.checkpoint import load_model
-    from fslcli.inference import predict as run_predict
-    from fslcli.workflows import device_for
+    from fslcli.workflows import predict as run
 
-    loaded = load_model(model)
-    device = device_for()
-    with progress_bar(quiet=False) as bar:
-        res = run_predict(
-            loaded.net.to(device),
-            support,
-            queries,
-            top_k=top_k,
-            reject=reject,
-            device=device,
-            progress=lambda d, t: bar("Embedding", d, t),
-            windows=windows,
-        )
-    _warn_skipped([(str(p), r) for p, r in res.skipped])
-    labelled = [p for p in res.predictions if p.true_class is not None]
+    model, queries = _model_and_inputs(args)
+    with progress_bar() as bar:
+        res = run(model, queries, support=support, top_k=top_k, reject=reject, windows=_windows(windows), progress=bar)
     if as_json:
-        records = []
-        for p in res.predictions:
-            rec = {
-                "path": str(p.path),
-                "predicted": p.predicted,
-                "probability": p.probability,
-                "runner_up": p.runner_up,
-                "runner_up_probability": p.runner_up_probability,
-                "top_k": [{"class": c, "probability": q} for c, q in p.top_k],
-                "distance": p.distance,
-            }
-            if p.true_class is not None:
-                rec["true_class"] = p.true_class
-            records.append(rec)
-        sys.stdout.write(json.dumps(records) + "\n")
-        _report_skipped([(str(p), r) for p, r in res.skipped])
-        return
+        sys.stdout.write(json.dumps([_prediction_record(p) for p in res.predictions]) + "\n")
+    else:
+        _prediction_tables(res, [q for q in queries if q.is_dir()], reject)
+    _skipped(res.skipped)
+
+
+def _prediction_record(p: Any) -> dict[str, Any]:
+    rec = {
+        "path": str(p.path),
+        "predicted": p.predicted,
+        "probability": p.probability,
+        "runner_up": p.runner_up,
+        "runner_up_probability": p.runner_up_probability,
+        "top_k": [{"class": c, "probability": q} for c, q in p.top_k],
+        "distance": p.distance,
+    }
+    if p.true_class is not None:
+        rec["true_class"] = p.true_class
+    return rec
+
+
+def _prediction_tables(res: Any, roots: list[Path], reject: bool) -> None:
+    import numpy as np
+
     table = Table()
     for col in ("file", "predicted", "probability", "runner-up", "probability"):
         table.add_column(col, justify="right" if col == "probability" else "left")
-    roots = [q for q in queries if q.is_dir()]
     for p in res.predictions:
         mark = "" if p.true_class is None else (" ✓" if p.predicted == p.true_class else f" ✗ ({p.true_class})")
+        shown = next((str(p.path.relative_to(r)) for r in roots if p.path.is_relative_to(r)), str(p.path))
         table.add_row(
-            escape(_short_path(p.path, roots)),
+            escape(shown),
             escape(p.predicted + mark),
             f"{p.probability:.3f}",
-            p.runner_up or "-",
-            f"{p.runner_up_probability:.3f}" if p.runner_up_probability is not None else "-",
+            escape(p.runner_up),
+            f"{p.runner_up_probability:.3f}",
         )
     out.print(table)
+    labelled = [p for p in res.predictions if p.true_class is not None]
     if labelled:
-        import numpy as np
-
         correct = sum(p.predicted == p.true_class for p in labelled)
         out.print(f"Accuracy: {correct}/{len(labelled)} = {correct / len(labelled):.3f}")
-        classes = res.classes + (["unknown"] if reject else [])
-        m = np.zeros((len(res.classes), len(classes)), dtype=int)
+        columns = res.classes + (["unknown"] if reject else [])
+        m = np.zeros((len(res.classes), len(columns)), dtype=int)
         for p in labelled:
-            m[res.classes.index(p.true_class), classes.index(p.predicted)] += 1
-        conf = Table(title="Confusion (rows: true, columns: predicted)")
-        conf.add_column("")
-        for c in classes:
-            conf.add_column(c[:10], justify="right")
-        for c, row in zip(res.classes, m, strict=True):
-            conf.add_row(c, *[str(v) for v in row])
-        out.print(conf)
-    _report_skipped([(str(p), r) for p, r in res.skipped])
+            m[res.classes.index(p.true_class), columns.index(p.predicted)] += 1
+        out.print(_confusion(res.classes, columns, m))
 
 
 # plots --------------------------------------------------------------------------------
 @app.command("plot-episode")
 @handle_errors
 def plot_episode(
-    model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .html (self-contained), .png, .svg or .pdf.")] = Path(
-        "episode.html"
-    ),
-    method: Annotated[Method, typer.Option("--method", help="Projection.")] = Method.tsne,
-    dims: Annotated[int, typer.Option("--dims", min=2, max=3, help="2 or 3 dimensions.")] = 2,
-    episode: Annotated[int, typer.Option("--episode", min=0, help="Which test episode (same N, same episode).")] = 0,
+    model: ModelArg = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Output file: .html (self-contained), .png, .svg or .pdf.")
+    ] = Path("episode.html"),
+    method: MethodOpt = Method.tsne,
+    dims: DimsOpt = 2,
+    episode: Annotated[
+        int, typer.Option("--episode", min=0, help="Which test episode (fsl eval's episode N, same seed).")
+    ] = 0,
     ways: WaysOpt = 5,
     shots: ShotsOpt = 5,
     queries: QueriesOpt = 15,
@@ -938,31 +698,28 @@ def plot_episode(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Plot one test episode's support, query and prototype embeddings."""
-    from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig
-    from fslcli.visualize import episode_plot
+    from fslcli.workflows import plot_episode as run
 
-    loaded = load_model(_model_path(model))
-    source = _source(dataset, data_home, data_dir, fallback=loaded.source)
-    cfg = EpisodeConfig(ways=ways, shots=shots, queries=queries)
     with progress_bar() as bar:
-        res = episode_plot(
-            loaded, source, cfg, episode, seed, method.value, dims, out_path, cache_dir, bar, group_by=group_by.value
-        )
-    _warn_skipped(res.skipped)
+        res = run(
+            _model(model), out=out_path, data=_source(dataset, data_home, data_dir),
+            episode=EpisodeConfig(ways=ways, shots=shots, queries=queries), index=episode, seed=seed,
+            group_by=group_by.value, method=method.value, dims=dims, cache_dir=cache_dir, progress=bar,
+        )  # fmt: skip
+    _skipped(res.skipped)
     out.print(f"Episode {episode}: accuracy {res.accuracy:.3f}; wrote {escape(str(res.path))}")
-    _report_skipped(res.skipped)
 
 
 @app.command("plot-embeddings")
 @handle_errors
 def plot_embeddings(
-    model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="Output: .html, .png, .svg or .pdf.")] = Path(
+    model: ModelArg = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Output file: .html, .png, .svg or .pdf.")] = Path(
         "embeddings.html"
     ),
-    method: Annotated[Method, typer.Option("--method", help="Projection.")] = Method.tsne,
-    dims: Annotated[int, typer.Option("--dims", min=2, max=3, help="2 or 3 dimensions.")] = 2,
+    method: MethodOpt = Method.tsne,
+    dims: DimsOpt = 2,
     include_train: Annotated[
         bool, typer.Option("--include-train", help="Also show the training classes, greyed.")
     ] = False,
@@ -973,83 +730,32 @@ def plot_embeddings(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Plot every test clip and the class prototypes in one picture."""
-    from fslcli.checkpoint import load_model
-    from fslcli.visualize import embeddings_plot
+    from fslcli.workflows import plot_embeddings as run
 
-    loaded = load_model(_model_path(model))
-    source = _source(dataset, data_home, data_dir, fallback=loaded.source)
     with progress_bar() as bar:
-        res = embeddings_plot(loaded, source, method.value, dims, include_train, seed, out_path, cache_dir, bar)
-    _warn_skipped(res.skipped)
+        res = run(
+            _model(model), out=out_path, data=_source(dataset, data_home, data_dir), include_train=include_train,
+            seed=seed, method=method.value, dims=dims, cache_dir=cache_dir, progress=bar,
+        )  # fmt: skip
+    _skipped(res.skipped)
     out.print(f"Wrote {escape(str(res.path))} ({res.points} points)")
-    _report_skipped(res.skipped)
 
 
-# info ---------------------------------------------------------------------------------
+# info and cache -----------------------------------------------------------------------
 @app.command()
 @handle_errors
-def info(
-    model: Annotated[Path | None, typer.Argument(help="model.pt (default: the newest runs/*/model.pt).")] = None,
-) -> None:
+def info(model: ModelArg = None) -> None:
     """What a model is: settings, classes, data source, training time and accuracy."""
-    from fslcli.checkpoint import read_payload, sha256_file
+    from fslcli.workflows import model_info
 
-    path = _model_path(model)
-    payload = read_payload(path)
-    path = path / "model.pt" if path.is_dir() else path
-    s, meta, splits = payload["settings"], payload.get("meta", {}), payload["splits"]
-    table = Table(show_header=False, title=str(path))
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("format", f"{payload['format']} v{payload['format_version']}")
-    table.add_row("sha256", sha256_file(path))
-    table.add_row("data", f"{payload['source']['kind']} at {payload['source']['path']}")
-    table.add_row("trained on", ", ".join(splits["train"]))
-    table.add_row(
-        "validated on",
-        meta.get("val_description") or (", ".join(splits["val"]) if splits["val"] else f"fold {splits['val_fold']}"),
-    )
-    table.add_row("tested on", ", ".join(splits["test"]))
-    ep, tr, m, a = s["episode"], s["train"], s["model"], s["audio"]
-    table.add_row("episodes", f"{ep['ways']}-way {ep['shots']}-shot {ep['queries']} queries")
-    table.add_row(
-        "model",
-        (f"{m['members']} x " if m.get("members", 1) > 1 else "")
-        + f"{m['backbone']} {m['channels']} -> {m['embedding_dim']}, pooling {m.get('pooling', 'global')}, "
-        f"input norm {m['input_norm']}" + (f", dropout {m['dropout']}" if m.get("dropout") else ""),
-    )
-    norm = m.get("embedding_norm", "none")
-    if norm == "whitened":
-        adapt = m.get("support_cov_weight", 0.0)
-        norm = f"whitened (shrinkage {m.get('whiten_shrinkage')}" + (f", support covariance {adapt})" if adapt else ")")
-    else:
-        norm = f"embeddings {norm}"
-    table.add_row("compared by", f"{m['distance']} distance, {norm}")
-    shifts = m.get("eval_shifts", 0)
-    pitches = m.get("eval_pitch_shifts", [])
-    table.add_row(
-        "evaluation",
-        f"{s.get('eval_windows', 1)} window(s) per clip, the first at its onset"
-        + (f", band shifts -{shifts}..{shifts}" if shifts else "")
-        + (f", pitch shifts {', '.join(f'{p:+d}' for p in pitches)} semitones" if pitches else ""),
-    )
-    table.add_row(
-        "audio",
-        f"{a['sample_rate']} Hz, {a['excerpt_seconds']} s excerpts, {a['n_mels']} {a.get('frequency_scale', 'mel')} "
-        f"bands, {a['compression']}",
-    )
-    table.add_row(
-        "training",
-        f"{meta.get('steps', '?')} steps, seed {tr['seed']}, lr {tr['learning_rate']}, {meta.get('train_seconds', '?')} s",
-    )
-    if meta.get("best_val_acc") is not None:
-        table.add_row("validation accuracy", f"{meta['best_val_acc']:.4f} (step {meta.get('best_step')})")
-    if meta.get("test_acc") is not None:
-        table.add_row("test accuracy", f"{meta['test_acc']:.4f}")
+    for field, value in model_info(_model(model)):
+        table.add_row(field, escape(value))
     out.print(table)
 
 
-# cache --------------------------------------------------------------------------------
 @cache_app.command("info")
 @handle_errors
 def cache_info(cache_dir: CacheDirOpt = None) -> None:
@@ -1074,8 +780,7 @@ def cache_clear(cache_dir: CacheDirOpt = None) -> None:
     from fslcli.features import clear_caches, default_cache_dir
 
     root = cache_dir or default_cache_dir()
-    freed = clear_caches(root)
-    out.print(f"Freed {freed / 2**20:.1f} MiB in {root}")
+    out.print(f"Freed {clear_caches(root) / 2**20:.1f} MiB in {root}")
 
 
 def main() -> None:

@@ -21,6 +21,9 @@ import numpy as np
 from fslcli.config import EpisodeConfig
 from fslcli.errors import EpisodeError
 
+#: Episode streams: training, validation and test episodes never share a generator.
+TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
+
 #: A pool maps each class label to the indices (into a clip list) of its clips.
 Pool = Mapping[str, np.ndarray]
 

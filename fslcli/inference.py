@@ -1,9 +1,7 @@
-"""Embeddings and predictions for your own recordings.
+"""Predictions for your own recordings: classes given by a few examples each.
 
-Recordings of any length: longer than the model's excerpt, they are embedded over
-sliding windows (half-excerpt hop) and averaged; shorter ones are zero-padded. With
-``windows=N``, a recording is embedded as ``fsl eval`` embeds a clip instead: from N
-windows, the first at its onset (suits single notes).
+Support and query files are embedded as :mod:`fslcli.embedding` says (every window across a
+file by default) and compared as :mod:`fslcli.scoring` compares an episode.
 """
 
 from __future__ import annotations
@@ -15,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fslcli.atomic import atomic_write
 from fslcli.datasets.base import AUDIO_EXTENSIONS
-from fslcli.errors import DataError
-from fslcli.evaluation import clip_window_starts, embed_windows
-from fslcli.features import DecodeError, decode_audio
+from fslcli.embedding import ALL, Windows, embed_files
+from fslcli.errors import DataError, FslError
 from fslcli.model import ProtoNet
-
-#: At most this many windows per recording (evenly spaced), so an hour-long file stays cheap.
-MAX_WINDOWS = 32
+from fslcli.scoring import compare
 
 
 def collect_audio(inputs: Sequence[Path]) -> list[Path]:
@@ -45,93 +41,6 @@ def collect_audio(inputs: Sequence[Path]) -> list[Path]:
     if not out:
         raise DataError(f"no audio files found in {', '.join(str(p) for p in inputs)}")
     return out
-
-
-def sliding_windows(audio: np.ndarray, excerpt: int, max_windows: int = MAX_WINDOWS) -> np.ndarray:
-    """``(n_windows, excerpt)`` windows with half-excerpt hop; short audio is zero-padded."""
-    n = len(audio)
-    if n <= excerpt:
-        out = np.zeros((1, excerpt), dtype=np.float32)
-        out[0, :n] = audio
-        return out
-    hop = max(1, excerpt // 2)
-    starts = list(range(0, n - excerpt + 1, hop))
-    if starts[-1] != n - excerpt:
-        starts.append(n - excerpt)
-    if len(starts) > max_windows:
-        starts = [starts[int(round(k))] for k in np.linspace(0, len(starts) - 1, max_windows)]
-    return np.stack([audio[s : s + excerpt] for s in starts]).astype(np.float32)
-
-
-def onset_windows(audio: np.ndarray, excerpt: int, n_windows: int, sample_rate: int) -> np.ndarray:
-    """``(k, excerpt)`` windows as ``fsl eval`` takes them (k <= ``n_windows``): the first at the
-    onset, the rest spread to the end; short audio is zero-padded."""
-    if len(audio) <= excerpt:
-        return sliding_windows(audio, excerpt)
-    starts = clip_window_starts(audio, excerpt, n_windows, sample_rate)
-    return np.stack([audio[s : s + excerpt] for s in starts]).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """Embeddings ``(n, dim)`` of the files that decoded, and those skipped with reasons."""
-
-    embeddings: np.ndarray
-    paths: list[Path]
-    skipped: list[tuple[Path, str]]
-
-
-def embed_files(
-    net: ProtoNet,
-    paths: Sequence[Path],
-    device: torch.device | str = "cpu",
-    batch_size: int = 128,
-    progress: Callable[[int, int], None] | None = None,
-    windows: int | None = None,
-    finish: bool = True,
-) -> Embedded:
-    """Decode each file once and embed it, in batches: the mean over its sliding windows, or
-    with ``windows``, over that many windows from its onset (:func:`onset_windows`).
-    ``finish=False`` keeps the backbone embeddings (see :func:`embed_windows`)."""
-    sr, excerpt = net.audio.sample_rate, net.audio.excerpt_samples
-    kept: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    chunks: list[np.ndarray] = []
-    buf_w: list[np.ndarray] = []
-    buf_o: list[int] = []
-
-    def flush() -> None:
-        if buf_w:
-            wins = np.concatenate(buf_w)
-            owners = np.asarray(buf_o) - buf_o[0]
-            n_items = int(owners.max()) + 1
-            chunks.append(embed_windows(net, wins, owners, n_items, batch_size, device, finish=finish).numpy())
-            buf_w.clear()
-            buf_o.clear()
-
-    n_windows_in_buf = 0
-    for done, path in enumerate(paths, start=1):
-        try:
-            audio = decode_audio(path, sr)
-        except DecodeError as exc:
-            skipped.append((Path(path), str(exc)))
-            continue
-        except OSError as exc:
-            skipped.append((Path(path), f"cannot read ({exc.strerror or exc})"))
-            continue
-        wins = sliding_windows(audio, excerpt) if windows is None else onset_windows(audio, excerpt, windows, sr)
-        buf_w.append(wins)
-        buf_o.extend([len(kept)] * len(wins))
-        kept.append(Path(path))
-        n_windows_in_buf += len(wins)
-        if n_windows_in_buf >= batch_size * 4:
-            flush()
-            n_windows_in_buf = 0
-        if progress is not None:
-            progress(done, len(paths))
-    flush()
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, net.dim), dtype=np.float32)
-    return Embedded(emb.astype(np.float32), kept, skipped)
 
 
 @dataclass(frozen=True)
@@ -174,12 +83,13 @@ def support_set(support_dir: Path) -> tuple[list[Path], list[str]]:
     return files, labels
 
 
-def calibrate_threshold(net: ProtoNet, emb: torch.Tensor, labels: Sequence[str]) -> float:
-    """Leave-one-out rejection threshold on the support set.
+def calibrate_threshold(emb: torch.Tensor, labels: Sequence[str]) -> float:
+    """Leave-one-out rejection threshold on the support set ``emb`` ``(n, dim)`` (in the
+    comparison space).
 
     Each support clip (of a class with at least two) is scored against its class prototype
-    computed without it; the threshold is the largest such distance (in the model's
-    distance, as a negative logit), so every held-out support example would be accepted.
+    computed without it; the threshold is the largest such squared distance, so every held-out
+    support example would be accepted.
     """
     lab = np.asarray(labels)
     dists = []
@@ -187,8 +97,7 @@ def calibrate_threshold(net: ProtoNet, emb: torch.Tensor, labels: Sequence[str])
         same = np.flatnonzero((lab == lab[k]) & (np.arange(len(lab)) != k))
         if len(same) == 0:
             continue
-        proto = emb[same].mean(dim=0, keepdim=True)
-        dists.append(float(-net.logits(emb[k : k + 1], proto)[0, 0]))
+        dists.append(float(-ProtoNet.logits(emb[k : k + 1], emb[same].mean(dim=0, keepdim=True))[0, 0]))
     if not dists:
         raise DataError("--reject needs a class with at least 2 support recordings to calibrate its threshold")
     return float(np.max(dists))
@@ -199,50 +108,41 @@ def predict(
     net: ProtoNet,
     support_dir: Path,
     queries: Sequence[Path],
+    *,
     top_k: int = 2,
     reject: bool = False,
+    windows: Windows = ALL,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
-    windows: int | None = None,
 ) -> PredictResult:
-    """Classify query recordings against prototypes built from a support folder (``windows``:
-    see :func:`embed_files`)."""
+    """Classify query recordings against prototypes built from a support folder."""
     files, labels = support_set(support_dir)
-    query_files = collect_audio(queries)
-    sup = embed_files(net, files, device=device, progress=progress, windows=windows, finish=False)
+    sup = embed_files(net, files, windows=windows, device=device, progress=progress)
+    qry = embed_files(net, collect_audio(queries), windows=windows, device=device, progress=progress)
     lab_of = dict(zip(files, labels, strict=True))
     sup_labels = [lab_of[p] for p in sup.paths]
     classes = sorted(set(sup_labels))
     if len(classes) < 2:
         raise DataError(f"--support {support_dir}: fewer than 2 classes have decodable audio")
-    qry = embed_files(net, query_files, device=device, progress=progress, windows=windows, finish=False)
-    # The support set and queries in the space the model compares them in (which may adapt to the support set).
     class_idx = torch.as_tensor([classes.index(lbl) for lbl in sup_labels])
-    s_emb, q_emb = net.finish_episode(torch.from_numpy(sup.embeddings), torch.from_numpy(qry.embeddings), class_idx)
-    protos = torch.stack([s_emb[class_idx == k].mean(0) for k in range(len(classes))])
-    threshold = calibrate_threshold(net, s_emb, sup_labels) if reject else None
-    logits = net.logits(q_emb, protos) if len(q_emb) else torch.zeros(0, len(classes))
-    probs = torch.softmax(logits, dim=-1)
-    query_roots = [Path(q) for q in queries if Path(q).is_dir()]
+    scored = compare(net, torch.from_numpy(sup.embeddings), class_idx, torch.from_numpy(qry.embeddings), len(classes))
+    threshold = calibrate_threshold(scored.support, sup_labels) if reject else None
+    probs = torch.softmax(scored.logits, dim=-1)
+    roots = [Path(q) for q in queries if Path(q).is_dir()]
     out = []
     for row, path in enumerate(qry.paths):
         order = torch.argsort(probs[row], descending=True).tolist()
-        best = order[0]
-        dist = float(-logits[row, best])
-        predicted = classes[best]
-        if threshold is not None and dist > threshold:
-            predicted = "unknown"
-        true = _true_class(path, query_roots, set(classes)) if path not in lab_of else None
+        dist = float(-scored.logits[row, order[0]])
         out.append(
             Prediction(
                 path=path,
-                predicted=predicted,
-                probability=float(probs[row, best]),
-                runner_up=classes[order[1]] if len(order) > 1 else None,
-                runner_up_probability=float(probs[row, order[1]]) if len(order) > 1 else None,
+                predicted="unknown" if threshold is not None and dist > threshold else classes[order[0]],
+                probability=float(probs[row, order[0]]),
+                runner_up=classes[order[1]],
+                runner_up_probability=float(probs[row, order[1]]),
                 top_k=[(classes[i], float(probs[row, i])) for i in order[: max(1, top_k)]],
                 distance=dist,
-                true_class=true,
+                true_class=_true_class(path, roots, set(classes)) if path not in lab_of else None,
             )
         )
     return PredictResult(classes, out, sup.skipped + qry.skipped, threshold)
@@ -258,3 +158,56 @@ def _true_class(path: Path, roots: Sequence[Path], classes: set[str]) -> str | N
         if len(rel.parts) > 1 and rel.parts[0] in classes:
             return rel.parts[0]
     return None
+
+
+#: Formats ``fsl embed --out`` writes, by suffix.
+EMBEDDING_FORMATS: tuple[str, ...] = (".npz", ".csv", ".parquet")
+
+
+def check_embeddings_path(path: Path) -> None:
+    """Refuse an output whose suffix names no format, before any work."""
+    if Path(path).suffix.lower() not in EMBEDDING_FORMATS:
+        raise FslError(
+            f"--out {path}: unknown format {Path(path).suffix or '(none)'}; use {', '.join(EMBEDDING_FORMATS)}"
+        )
+
+
+def write_embeddings(path: Path, embeddings: np.ndarray, paths: list[str], labels: list[str]) -> None:
+    """Write embeddings by suffix, atomically.
+
+    ``.npz``: arrays ``embeddings``, ``paths`` and ``labels`` (strings; no object arrays).
+    ``.csv`` and ``.parquet`` (needs pyarrow): columns ``path``, ``label``, ``e0``..``eN``.
+    """
+    path = Path(path)
+    check_embeddings_path(path)
+    suffix = path.suffix.lower()
+    cols = [f"e{k}" for k in range(embeddings.shape[1])]
+    if suffix == ".npz":
+        arrays = {
+            "embeddings": embeddings.astype(np.float32),
+            "paths": np.asarray(paths, dtype=str),
+            "labels": np.asarray(labels, dtype=str),
+        }
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    elif suffix == ".csv":
+        import csv
+        import io
+
+        def write_csv(f) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            w = csv.writer(text)
+            w.writerow(["path", "label", *cols])
+            for p, lab, row in zip(paths, labels, embeddings, strict=True):
+                w.writerow([p, lab, *(f"{v:.7g}" for v in row)])
+            text.flush()
+            text.detach()
+
+        atomic_write(path, write_csv)
+    elif suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise FslError("parquet output needs pyarrow: pip install 'fslcli[parquet]'") from None
+        table = pa.table({"path": paths, "label": labels, **{c: embeddings[:, k] for k, c in enumerate(cols)}})
+        atomic_write(path, lambda f: pq.write_table(table, f))

@@ -1,116 +1,95 @@
-"""The operations behind each command: one call per command, typed results, no printing.
+"""The operations behind each command: one keyword-only function per command, typed results, no
+printing. The CLI parses options, calls one function here and renders what comes back.
 
-The CLI parses options, calls one function here and renders what comes back.
+Heavy modules (torch, Lightning, plotly) are imported inside the functions that need them, so
+``fsl --help`` and light commands answer at once.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fslcli.atomic import atomic_write
 from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
-from fslcli.datasets import DataSource, load_clips
-from fslcli.errors import DataError, FslError
-from fslcli.features import WaveCache, open_cache
-from fslcli.splits import Pools, default_split_for, make_pools, resolve_split
+from fslcli.datasets import DataSource, resolve_source
+from fslcli.errors import FslError, OutputError
 
 Progress = Callable[[str, int, int], None]
+Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Clips of a source, decoded into the cache, grouped into pools."""
+class SourceChoice:
+    """``--dataset/--data-home/--data-dir`` as given (all None: the model's own data)."""
 
-    source: DataSource
-    cache: WaveCache
-    pools: Pools
-    split: SplitConfig
-    skipped: list[tuple[str, str]]
-    cache_built: bool
-    #: One-line notes for the user from reading the data (e.g. an old render's grouping).
-    notices: tuple[str, ...] = ()
+    dataset: str | None = None
+    data_home: Path | None = None
+    data_dir: Path | None = None
+
+    def resolve(self, fallback: DataSource | None = None) -> DataSource:
+        return resolve_source(self.dataset, self.data_home, self.data_dir, fallback)
 
 
-def prepare(
-    source: DataSource,
-    split: SplitConfig,
-    sample_rate: int,
-    cache_dir: Path | None,
-    progress: Progress | None = None,
-    adapt_split: bool = False,
-) -> Prepared:
-    """Read a source, open (or build) its cache, and make the class pools.
-
-    ``adapt_split``: for data whose classes are not TinySOL's, derive a default split
-    (see :func:`fslcli.splits.default_split_for`).
-    """
-    read = load_clips(source)
-    skipped = [(str(p), r) for p, r in read.skipped]
-    cache, built = open_cache(
-        read.clips,
-        sample_rate,
-        cache_dir,
-        progress=(lambda d, t: progress("Decoding audio into the cache", d, t)) if progress else None,
-    )
-    skipped += cache.skipped
-    if len(cache) == 0:
-        raise DataError(f"no usable audio in {source.describe()} ({len(skipped)} files skipped)")
-    if adapt_split:
-        split = default_split_for(cache.labels(), split)
-    split, left_out = resolve_split(split, cache.labels(), shared_pairs_of(source))
-    notices = read.notices
-    if left_out and split.train_classes:
-        notices += (
-            f"{len(left_out)} class(es) left out of training because they share recordings with test or "
-            f"validation classes: {', '.join(left_out)}",
-        )
-    pools = make_pools(cache.clips, split)
-    return Prepared(source, cache, pools, split, skipped, built, notices)
+def _no_progress(description: str, done: int, total: int) -> None:
+    return None
 
 
-def shared_pairs_of(source: DataSource) -> list[Any]:
-    """The instruments of a render that share recordings (none for other data)."""
-    from fslcli.datasets.provenance import read_shared_pairs
-
-    found = read_shared_pairs(source.path) if source.kind != "folder" else None
-    return found[1] if found else []
+def _no_report(line: str) -> None:
+    return None
 
 
-def soundfont_of(source: DataSource) -> str | None:
-    """The sha256 of the SoundFont an offline render was made from, or None (other data)."""
-    from fslcli.datasets.provenance import read_shared_pairs
-
-    found = read_shared_pairs(source.path) if source.kind != "folder" else None
-    return found[0] if found else None
+# --- download --------------------------------------------------------------------------
 
 
-def shared_sample_warning(
-    source: DataSource, model_source: DataSource, model_meta: dict[str, Any], train: list[str], test: list[str]
-) -> str | None:
-    """A line naming the test classes that share recordings with training classes, when a model is
-    evaluated on the SoundFont render it was trained on (elsewhere they are independent), else None."""
-    from fslcli.datasets.provenance import leaks, read_shared_pairs
+@dataclass(frozen=True)
+class Downloaded:
+    """What ``fsl download`` did: ``report`` is the renderer's (None for the real TinySOL)."""
 
-    found = read_shared_pairs(source.path) if source.kind != "folder" else None
-    if not found:
-        return None
-    font, pairs = found
-    trained_font = model_meta.get("soundfont_sha256")
-    same = (font is not None and font == trained_font) or (trained_font is None and source == model_source)
-    shared = leaks(pairs, train, test) if same else []
-    if not shared:
-        return None
-    roles = {**{c: "test" for c in test}, **{c: "train" for c in train}}
-    return (
-        f"in this font {'; '.join(p.describe(roles) for p in shared)}: the model heard those recordings in "
-        "training, so these test figures are optimistic"
-    )
+    home: Path
+    seconds: float
+    already: list[str]
+    report: Any = None
+
+
+def download(
+    dataset: str,
+    *,
+    home: Path,
+    soundfont: Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+    tinysol_only: bool = False,
+    progress: Progress = _no_progress,
+) -> Downloaded:
+    """Fetch the real TinySOL into ``home``, or render the offline set (every GM program and drum
+    sound with TinySOL's instruments, or TinySOL's 14 alone)."""
+    t0 = time.perf_counter()
+    if dataset == "tinysol":
+        from fslcli.datasets.tinysol_download import download_tinysol
+
+        done = download_tinysol(home, progress=lambda name, d, t: progress(name, d, t or max(d, 1)), force=force)
+        return Downloaded(home, time.perf_counter() - t0, done.skipped)
+    try:
+        from fslcli.datasets.tinysol_gm import render_tinysol_gm
+    except ImportError as exc:
+        raise FslError(
+            f"rendering needs tinysoundfont ({exc}); install it with `pip install --no-deps tinysoundfont` "
+            "(--no-deps: its pyaudio dependency is only for live playback)"
+        ) from None
+    from fslcli.datasets.general_midi import ALL_INSTRUMENTS
+    from fslcli.datasets.instruments import INSTRUMENTS
+
+    report = render_tinysol_gm(
+        home, soundfont, seed, force=force, progress=lambda d, t: progress("Rendering notes", d, t),
+        instruments=INSTRUMENTS if tinysol_only else ALL_INSTRUMENTS,
+    )  # fmt: skip
+    return Downloaded(report.data_home, time.perf_counter() - t0, [], report)
 
 
 # --- train -----------------------------------------------------------------------------
@@ -130,106 +109,369 @@ def check_run_dir(run_dir: Path, force: bool) -> None:
         raise FslError(f"--out {run_dir}: {ancestor} is a file, so no folder can be made there; choose another --out")
 
 
-def save_run_file(run_dir: Path, config: RunConfig, source: DataSource) -> None:
-    payload = {"settings": config.to_dict(), "source": source.to_dict()}
-    (run_dir / "run.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-
-
 def load_run_file(run_dir: Path) -> tuple[RunConfig, DataSource]:
+    """The settings and data source of a run started with ``fsl train`` (for ``--resume``)."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FslError(f"--resume {run_dir}: no run.json there; give the folder of a run started with `fsl train`")
+    if not (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+        raise FslError(
+            f"--resume {run_dir}: no checkpoints/last.ckpt yet (the run stopped before its first validation); "
+            "start it again with --force"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     return RunConfig.from_dict(data["settings"]), DataSource.from_dict(data["source"])
+
+
+def train(
+    config: RunConfig,
+    source: DataSource,
+    *,
+    run_dir: Path,
+    resume: bool = False,
+    adapt_split: bool = False,
+    cache_dir: Path | None = None,
+    report: Report = _no_report,
+    progress: Progress = _no_progress,
+    events: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
+    """Prepare the data, check the run can go, write ``run.json`` and train (``fit``).
+
+    ``report`` gets one-line notes (data, split, notices); ``progress`` the data preparation;
+    ``events`` the training steps and validations. Returns the :class:`~fslcli.training.FitResult`.
+    """
+    from fslcli.data import prepare, shared_pairs_of
+    from fslcli.training import fit, preflight
+    from fslcli.training.module import train_episode_config
+
+    prep = prepare(
+        source, config.split, sample_rate=config.audio.sample_rate, cache_dir=cache_dir, progress=progress,
+        adapt_split=adapt_split,
+    )  # fmt: skip
+    config = replace(config, split=prep.split)
+    for line in prep.notices:
+        report(line)
+    shape = train_episode_config(config, len(prep.pools.train))
+    report(
+        f"Data: {source.describe()}: {len(prep.cache)} clips; training on {len(prep.pools.train)} classes in "
+        f"{shape.ways}-way {shape.shots}-shot {shape.queries}-query episodes; validation on {prep.pools.val_description}"
+    )
+    # Refused here, the run folder is not created: the same command works once fixed.
+    preflight(config, prep.pools.train, prep.pools.val)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            payload = {"settings": config.to_dict(), "source": source.to_dict()}
+            (run_dir / "run.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+            (run_dir / "history.jsonl").unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"--out {run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another --out"
+        ) from None
+    return fit(
+        config,
+        prep.cache,
+        train_pool=prep.pools.train,
+        val_pool=prep.pools.val,
+        source=source,
+        run_dir=run_dir,
+        groups=prep.pools.groups,
+        resume=resume,
+        progress=events,
+        extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": shared_pairs_of(source)[0]},
+    )
 
 
 # --- eval ------------------------------------------------------------------------------
 
 
-def device_for(accelerator: str = "auto") -> str:
-    import torch
+@dataclass(frozen=True)
+class Evaluated:
+    """``fsl eval``'s outcome: the result, its JSON summary, and lines for the user."""
 
-    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
-        return "cuda"
-    if (
-        accelerator in ("auto", "mps")
-        and getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
-        return "mps"
-    return "cpu"
+    result: Any
+    summary: dict[str, Any]
+    source: DataSource
+    skipped: list[tuple[str, str]]
+    notices: tuple[str, ...]
+    warning: str | None
 
 
-def eval_summary(
-    result: Any, cfg: EpisodeConfig, seed: int, loaded: Any, source: DataSource, n_windows: int, group_by: str
-) -> dict[str, Any]:
-    """The JSON object of ``fsl eval --json``."""
-    return {
+def evaluate_model(
+    model: Path,
+    *,
+    data: SourceChoice = SourceChoice(),
+    test_classes: tuple[str, ...] | None = None,
+    episode: EpisodeConfig = EpisodeConfig(),
+    episodes: int = 1000,
+    seed: int = 0,
+    windows: int = 1,
+    group_by: str = "source",
+    cache_dir: Path | None = None,
+    progress: Progress = _no_progress,
+) -> Evaluated:
+    """Seeded test episodes of a model on its test classes (or others), with the protocol in the summary."""
+    from fslcli.checkpoint import load_model
+    from fslcli.data import prepare, shared_sample_warning
+    from fslcli.devices import device_for
+    from fslcli.evaluation import evaluate
+
+    t0 = time.perf_counter()
+    loaded = load_model(model)
+    source = data.resolve(loaded.source)
+    # Only the test classes are read: training and validation data play no part in evaluation.
+    split = SplitConfig(
+        train_classes=(), test_classes=test_classes or loaded.config.split.test_classes, group_by=group_by
+    )
+    prep = prepare(source, split, sample_rate=loaded.config.audio.sample_rate, cache_dir=cache_dir, progress=progress)
+    device = device_for()
+    result = evaluate(
+        loaded.net.to(device), prep.cache, prep.pools.test, episode, episodes=episodes, seed=seed, windows=windows,
+        groups=prep.pools.groups, device=device, progress=lambda d, t: progress("Embedding test clips", d, t),
+    )  # fmt: skip
+    train = list(loaded.config.split.train_classes or ())
+    warning = shared_sample_warning(source, loaded.source, loaded.meta.get("soundfont_sha256"), train, result.classes)
+    summary = {
         "mean_accuracy": result.mean_accuracy,
         "ci95_half_width": result.ci95_half_width,
         "episodes": result.episodes,
         "settings": {
-            "ways": cfg.ways,
-            "shots": cfg.shots,
-            "queries": cfg.queries,
-            "seed": seed,
-            "group_by": group_by,
-            "eval_windows": n_windows,
-            "eval_shifts": loaded.net.config.eval_shifts,
-            "eval_pitch_shifts": list(loaded.net.config.eval_pitch_shifts),
-            "support_cov_weight": loaded.net.config.support_cov_weight,
-            "dataset": source.to_dict(),
-            "test_classes": result.classes,
+            **{"ways": episode.ways, "shots": episode.shots, "queries": episode.queries, "seed": seed},
+            **{"group_by": group_by, "windows": windows, "dataset": source.to_dict(), "test_classes": result.classes},
         },
         "checkpoint": {"path": str(loaded.path), "sha256": loaded.sha256},
         "per_class": result.per_class,
         "confusion": {"classes": result.classes, "matrix": result.confusion.tolist()},
         "clips_embedded": result.clips_embedded,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
+    return Evaluated(result, summary, source, prep.skipped, prep.notices, warning)
 
 
-def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` to a temporary file then rename; no partial file under the final name."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+# --- embed and predict -----------------------------------------------------------------
 
 
-def write_embeddings(path: Path, embeddings: np.ndarray, paths: list[str], labels: list[str]) -> None:
-    """Write embeddings by suffix, atomically.
+@dataclass(frozen=True)
+class EmbedOutcome:
+    path: Path
+    rows: int
+    dim: int
+    skipped: list[tuple[Path, str]]
 
-    ``.npz``: arrays ``embeddings``, ``paths`` and ``labels`` (strings; no object arrays).
-    ``.csv`` and ``.parquet`` (needs pyarrow): columns ``path``, ``label``, ``e0``..``eN``.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    cols = [f"e{k}" for k in range(embeddings.shape[1])]
-    if suffix == ".npz":
-        write_npz_atomic(
-            path,
-            embeddings=embeddings.astype(np.float32),
-            paths=np.asarray(paths, dtype=str),
-            labels=np.asarray(labels, dtype=str),
-        )
-    elif suffix == ".csv":
-        import csv
-        import io
 
-        def write_csv(f) -> None:
-            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-            w = csv.writer(text)
-            w.writerow(["path", "label", *cols])
-            for p, lab, row in zip(paths, labels, embeddings, strict=True):
-                w.writerow([p, lab, *(f"{v:.7g}" for v in row)])
-            text.flush()
-            text.detach()
+def embed(
+    model: Path, inputs: list[Path], *, out: Path, windows: Any = "all", progress: Progress = _no_progress
+) -> EmbedOutcome:
+    """One embedding per recording, in the space the model compares in, written to ``out``
+    with its path and label (the parent folder's name)."""
+    from fslcli.checkpoint import load_model
+    from fslcli.devices import device_for
+    from fslcli.embedding import embed_files
+    from fslcli.inference import check_embeddings_path, collect_audio, write_embeddings
 
-        atomic_write(path, write_csv)
-    elif suffix == ".parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise FslError("parquet output needs pyarrow: pip install 'fslcli[parquet]'") from None
-        table = pa.table({"path": paths, "label": labels, **{c: embeddings[:, k] for k, c in enumerate(cols)}})
-        atomic_write(path, lambda f: pq.write_table(table, f))
-    else:
-        raise FslError(f"--out {path}: unknown format {suffix or '(none)'}; use .npz, .csv or .parquet")
+    check_embeddings_path(out)
+    loaded = load_model(model)
+    device = device_for()
+    net = loaded.net.to(device)
+    emb = embed_files(
+        net, collect_audio(inputs), windows=windows, device=device, progress=lambda d, t: progress("Embedding", d, t)
+    )
+    import torch
+
+    finished = net.finish(torch.from_numpy(emb.embeddings)).numpy()
+    write_embeddings(out, finished, [str(p) for p in emb.paths], [p.parent.name for p in emb.paths])
+    return EmbedOutcome(out, len(emb.paths), finished.shape[1], emb.skipped)
+
+
+def predict(
+    model: Path,
+    queries: list[Path],
+    *,
+    support: Path,
+    top_k: int = 2,
+    reject: bool = False,
+    windows: Any = "all",
+    progress: Progress = _no_progress,
+) -> Any:
+    """Classify recordings against classes given by a few examples each (:func:`fslcli.inference.predict`)."""
+    from fslcli.checkpoint import load_model
+    from fslcli.devices import device_for
+    from fslcli.inference import predict as run_predict
+
+    loaded = load_model(model)
+    device = device_for()
+    return run_predict(
+        loaded.net.to(device), support, queries, top_k=top_k, reject=reject, windows=windows, device=device,
+        progress=lambda d, t: progress("Embedding", d, t),
+    )  # fmt: skip
+
+
+# --- plots -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlotOutcome:
+    path: Path
+    accuracy: float | None
+    points: int
+    skipped: list[tuple[str, str]]
+
+
+_METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+
+
+def plot_episode(
+    model: Path,
+    *,
+    out: Path,
+    data: SourceChoice = SourceChoice(),
+    episode: EpisodeConfig = EpisodeConfig(),
+    index: int = 0,
+    seed: int = 0,
+    group_by: str = "source",
+    method: str = "tsne",
+    dims: int = 2,
+    cache_dir: Path | None = None,
+    progress: Progress = _no_progress,
+) -> PlotOutcome:
+    """Plot test episode ``index`` (the episode ``fsl eval --seed --group-by`` draws as its number
+    ``index``): support, queries and prototypes, projected together."""
+    import torch
+
+    from fslcli.checkpoint import load_model
+    from fslcli.data import prepare
+    from fslcli.devices import device_for
+    from fslcli.embedding import embed_cached
+    from fslcli.episodes import TEST_STREAM, check_pool, episode_rng, sample_episode
+    from fslcli.plotting import PointSet, episode_figure, write_figure
+    from fslcli.projection import project
+    from fslcli.scoring import compare
+
+    loaded = load_model(model)
+    source = data.resolve(loaded.source)
+    split = SplitConfig(train_classes=(), test_classes=loaded.config.split.test_classes, group_by=group_by)
+    prep = prepare(source, split, sample_rate=loaded.config.audio.sample_rate, cache_dir=cache_dir, progress=progress)
+    pool, groups = prep.pools.test, prep.pools.groups
+    check_pool(pool, episode, what="the plotted episode", groups=groups)
+    ep = sample_episode(pool, episode, episode_rng(seed, index, 0, TEST_STREAM), groups)
+    ids = [int(i) for i in ep.support.ravel()] + [int(i) for i in ep.query.ravel()]
+    device = device_for()
+    raw = embed_cached(loaded.net.to(device), prep.cache, ids, device=device)
+    n_s, labels = ep.support.size, torch.arange(episode.ways).repeat_interleave(episode.shots)
+    scored = compare(loaded.net, raw[:n_s], labels, raw[n_s:], episode.ways)
+    pred = scored.logits.argmax(-1).numpy()
+    acc = float((pred == np.repeat(np.arange(episode.ways), episode.queries)).mean())
+    points = torch.cat([scored.support, scored.query, scored.prototypes]).numpy()
+    clips, classes = prep.cache.clips, list(ep.classes)
+    pts = PointSet(
+        coords=project(points, method=method, dims=dims, seed=seed),
+        labels=[clips[i].label for i in ids] + classes,
+        roles=["support"] * n_s + ["query"] * (len(ids) - n_s) + ["prototype"] * episode.ways,
+        paths=[str(clips[i].path) for i in ids] + [""] * episode.ways,
+        predicted=[None] * n_s + [classes[int(p)] for p in pred] + [None] * episode.ways,
+    )
+    title = (
+        f"Episode {index}: {episode.ways}-way {episode.shots}-shot, accuracy {acc:.2f} "
+        f"({_METHOD_NAMES[method]}, {source.kind})"
+    )
+    return PlotOutcome(write_figure(episode_figure(pts, title), out), acc, len(points), prep.skipped)
+
+
+def plot_embeddings(
+    model: Path,
+    *,
+    out: Path,
+    data: SourceChoice = SourceChoice(),
+    include_train: bool = False,
+    seed: int = 0,
+    method: str = "tsne",
+    dims: int = 2,
+    cache_dir: Path | None = None,
+    progress: Progress = _no_progress,
+) -> PlotOutcome:
+    """Every test clip (and optionally the training classes, greyed) with the class prototypes."""
+    import torch
+
+    from fslcli.checkpoint import load_model
+    from fslcli.data import prepare
+    from fslcli.devices import device_for
+    from fslcli.embedding import embed_cached
+    from fslcli.plotting import PointSet, embeddings_figure, write_figure
+    from fslcli.projection import project
+
+    loaded = load_model(model)
+    source = data.resolve(loaded.source)
+    split = (
+        loaded.config.split
+        if include_train
+        else SplitConfig(train_classes=(), test_classes=loaded.config.split.test_classes)
+    )
+    prep = prepare(source, split, sample_rate=loaded.config.audio.sample_rate, cache_dir=cache_dir, progress=progress)
+    test_ids = [int(i) for ids in prep.pools.test.values() for i in ids]
+    train_ids = sorted({int(i) for pool in (prep.pools.train, prep.pools.val) for ids in pool.values() for i in ids})
+    ids = test_ids + (train_ids if include_train else [])
+    device = device_for()
+    net = loaded.net.to(device)
+    emb = net.finish(
+        embed_cached(net, prep.cache, ids, device=device, progress=lambda d, t: progress("Embedding clips", d, t))
+    )
+    clips, classes = prep.cache.clips, list(prep.pools.test)
+    protos = torch.stack([emb[[k for k, i in enumerate(test_ids) if clips[i].label == c]].mean(0) for c in classes])
+    labels = [clips[i].label for i in ids] + classes
+    pts = PointSet(
+        coords=project(torch.cat([emb, protos]).numpy(), method=method, dims=dims, seed=seed),
+        labels=labels,
+        roles=["clip"] * len(test_ids) + ["train"] * (len(ids) - len(test_ids)) + ["prototype"] * len(classes),
+        paths=[str(clips[i].path) for i in ids] + [""] * len(classes),
+        predicted=[None] * len(labels),
+    )
+    title = f"Test clips and prototypes ({_METHOD_NAMES[method]}, {source.kind})"
+    return PlotOutcome(write_figure(embeddings_figure(pts, title), out), None, len(labels), prep.skipped)
+
+
+# --- info ------------------------------------------------------------------------------
+
+
+def model_info(model: Path) -> list[tuple[str, str]]:
+    """What a model file is, as (field, value) rows: settings, classes, data, training, accuracy."""
+    from fslcli.checkpoint import load_model
+
+    loaded = load_model(model)
+    c, meta = loaded.config, loaded.meta
+    m, a, ep = c.model, c.audio, c.episode
+    compared = (
+        f"whitened (shrinkage {m.whiten_shrinkage}, support covariance {m.support_cov_weight})"
+        if m.embedding_norm == "whitened"
+        else "as the backbone outputs them"
+    )
+    rows = [
+        ("file", str(loaded.path)),
+        ("sha256", loaded.sha256),
+        ("data", loaded.source.describe()),
+        ("trained on", f"{len(c.split.train_classes or ())} classes: {', '.join(c.split.train_classes or ())}"),
+        ("validated on", meta.get("val_description") or ", ".join(c.split.val_classes)),
+        ("tested on", ", ".join(c.split.test_classes)),
+        ("training episodes", f"up to {ep.ways}-way, {ep.shots}-shot, {ep.queries}-query"),
+        ("model", f"{m.backbone} {list(m.channels)} -> {m.embedding_dim}, input norm {m.input_norm}"),
+        ("compared by", f"squared Euclidean distance, embeddings {compared}"),
+        ("audio", f"{a.sample_rate} Hz, {a.excerpt_seconds} s excerpts, {a.n_mels} mel bands, {a.compression}"),
+        ("augmentation", _augmentation(c)),
+        (
+            "training",
+            f"{meta.get('steps', '?')} steps, seed {c.train.seed}, {c.train.optimizer} lr {c.train.learning_rate}, "
+            f"{meta.get('train_seconds', '?')} s",
+        ),
+    ]
+    if meta.get("best_val_acc") is not None:
+        rows.append(("validation accuracy", f"{meta['best_val_acc']:.4f} (step {meta.get('best_step')})"))
+    return rows
+
+
+def _augmentation(config: RunConfig) -> str:
+    a = config.augment
+    parts = [f"gain ±{a.gain_db:g} dB"] if a.gain_db else []
+    parts += [f"EQ ±{a.eq_db:g} dB"] if a.eq_db else []
+    parts += [f"band shifts ±{a.max_shift_bins}"] if a.max_shift_bins else []
+    parts += ["SpecAugment masks"] if a.spec_time_masks or a.spec_freq_masks else []
+    parts += [f"recording chain on {a.chain:.0%} of excerpts"] if a.chain else []
+    return ", ".join(parts) or "none (random crops only)"
