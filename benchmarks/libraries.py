@@ -38,8 +38,6 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 #: The libraries, in report order: (name, role, where Debian or pip puts the font; None: pretty_midi's).
 LIBRARIES: tuple[tuple[str, str, str | None], ...] = (
     ("TimGM6mb", "train (in-font: optimistic)", None),
@@ -53,13 +51,18 @@ PROBE_STEPS = 20
 
 
 def render_libraries(work: Path, fonts: dict[str, Path | None]) -> dict[str, Path]:
-    """Render (or reuse) the offline set from each font into ``work/data/<name>``."""
+    """Render (or reuse) the offline set from each font into ``work/data/<name>``: the training
+    library with every GM sound, as ``fsl download tinysol-gm`` renders it; the held-out ones with
+    TinySOL's 14 instruments, all their test needs."""
+    from fslcli.datasets.general_midi import ALL_INSTRUMENTS
+    from fslcli.datasets.instruments import INSTRUMENTS
     from fslcli.datasets.tinysol_gm import render_tinysol_gm
 
     homes = {}
     for name, font in fonts.items():
         t0 = time.perf_counter()
-        report = render_tinysol_gm(work / "data" / name, font)
+        instruments = ALL_INSTRUMENTS if name == TRAIN_LIBRARY else INSTRUMENTS
+        report = render_tinysol_gm(work / "data" / name, font, instruments=instruments)
         what = "reused" if report.reused else f"rendered in {time.perf_counter() - t0:.0f} s"
         log(f"{name}: {report.written} files ({what}); shared: {[(p.first, p.second) for p in report.shared]}")
         homes[name] = report.data_home
@@ -72,8 +75,8 @@ def log(msg: str) -> None:
 
 def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str, Any]]:
     """Train with fit() as ``fsl train`` does; the model file, wall seconds and its history."""
+    from fslcli.data import shared_pairs_of
     from fslcli.training import fit, read_history
-    from fslcli.workflows import soundfont_of
 
     def progress(ev: dict[str, Any]) -> None:
         if ev.get("event") == "val" and "val_acc" in ev:
@@ -84,13 +87,13 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
     fitted = fit(
         config,
         prep.cache,
-        prep.pools.train,
-        prep.pools.val,
-        prep.source,
-        run_dir,
-        progress=progress,
-        extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": soundfont_of(prep.source)},
+        train_pool=prep.pools.train,
+        val_pool=prep.pools.val,
+        source=prep.source,
+        run_dir=run_dir,
         groups=prep.pools.groups,
+        progress=progress,
+        extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": shared_pairs_of(prep.source)[0]},
     )
     seconds = time.perf_counter() - t0
     history = [{k: r.get(k) for k in ("step", "seconds", "val_acc", "val_loss")} for r in read_history(run_dir)]
@@ -105,8 +108,8 @@ def evaluate_model(model: Path, preps: dict[str, Any], n_episodes: int, test_see
     """Grouped 5-shot and 1-shot figures on every library, and in-font ungrouped."""
     from fslcli.checkpoint import load_model
     from fslcli.config import EpisodeConfig
-    from fslcli.evaluation import TEST_STREAM, evaluate
-    from fslcli.workflows import device_for
+    from fslcli.devices import device_for
+    from fslcli.evaluation import evaluate
 
     loaded = load_model(model)
     device = device_for()
@@ -124,12 +127,10 @@ def evaluate_model(model: Path, preps: dict[str, Any], n_episodes: int, test_see
                 prep.cache,
                 prep.pools.test,
                 EpisodeConfig(ways=5, shots=shots, queries=15),
-                n_episodes,
-                test_seed,
-                loaded.config.eval_windows,
-                device,
-                stream=TEST_STREAM,
+                episodes=n_episodes,
+                seed=test_seed,
                 groups=prep.pools.groups if grouped else None,
+                device=device,
             )
             out[key][f"{shots}-shot"] = {
                 "mean_accuracy": r.mean_accuracy,
@@ -144,26 +145,23 @@ def evaluate_model(model: Path, preps: dict[str, Any], n_episodes: int, test_see
 def tutorial_steps(seconds: float, prep: Any, work: Path, accelerator: str) -> int:
     """Steps of the tutorial configuration that take about ``seconds`` (validation included), from
     a probe of :data:`PROBE_STEPS` steps with validation at its end, as in a full run."""
-    from accuracy import cli_train_defaults, tutorial_config
-
-    d = cli_train_defaults()
-    probe = tutorial_config(0, PROBE_STEPS, PROBE_STEPS, d["val_episodes"], accelerator)
-    probe = replace(probe, train=replace(probe.train, train_ways=5))
+    probe = configuration("tutorial", 0, PROBE_STEPS, accelerator, quick=False)
+    probe = replace(probe, train=replace(probe.train, val_every=PROBE_STEPS))
     _, took, _ = train(probe, prep, work / "tutorial-probe")
-    per_step = took / PROBE_STEPS
-    return max(PROBE_STEPS, int(round(seconds / per_step / d["val_every"])) * d["val_every"])
+    return max(PROBE_STEPS, int(seconds / (took / PROBE_STEPS)) // 100 * 100)
 
 
 def configuration(name: str, seed: int, steps: int | None, accelerator: str, quick: bool) -> Any:
-    from accuracy import cli_train_defaults, default_config, tutorial_config
+    """``fsl train``'s defaults (``--preset default`` or ``tutorial``), with the seed and steps."""
+    from fslcli.config import PRESETS, RunConfig
 
-    d = cli_train_defaults()
-    val_every, val_episodes = (2, 5) if quick else (d["val_every"], d["val_episodes"])
-    if name == "default":
-        return default_config(seed, 4 if quick else d["steps"], val_every, val_episodes, accelerator)
-    config = tutorial_config(seed, 4 if quick else int(steps or 0), val_every, val_episodes, accelerator)
-    # The tutorial trains 5-way episodes.
-    return replace(config, train=replace(config.train, train_ways=5))
+    base = RunConfig()
+    train = replace(base.train, seed=seed, accelerator=accelerator)
+    if quick:
+        train = replace(train, steps=4, val_every=2, val_episodes=5)
+    elif steps is not None:
+        train = replace(train, steps=steps, val_every=min(train.val_every, steps))
+    return PRESETS[name](replace(base, train=train))
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,6 +231,9 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="Training seeds, comma-separated (default 0,1,2).")
     p.add_argument("--configs", default="default,tutorial", help="Configurations to train (default,tutorial).")
     p.add_argument("--models", type=Path, nargs="*", help="Evaluate these model files instead of training.")
+    p.add_argument(
+        "--table", type=Path, nargs="*", help="Print one table from these earlier --out files (computes nothing)."
+    )
     p.add_argument("--name", default="given models", help="With --models: the configuration's name in the table.")
     p.add_argument("--episodes", type=int, default=1000, help="Test episodes per cell (default 1000).")
     p.add_argument("--test-seed", type=int, default=0, help="Seed of the test episodes (default 0).")
@@ -240,12 +241,24 @@ def main() -> None:
     p.add_argument("--work-dir", type=Path, help="Renders and runs (default: a new temporary folder, kept).")
     p.add_argument("--font", action="append", default=[], help="NAME=PATH: another place for a library's font.")
     p.add_argument("--quick", action="store_true", help="Smoke run: 4 steps, 20 episodes (figures meaningless).")
+    p.add_argument("--steps", type=int, help="Steps of the default configuration (default: fsl train's).")
+    p.add_argument(
+        "--tutorial-seconds",
+        type=float,
+        help="Train the tutorial's configuration for about this long (default: the default's mean training time "
+        "in this run, else 840 s). Wall times compare fairly only on a quiet machine.",
+    )
     args = p.parse_args()
+    if args.table:
+        runs = [r for path in args.table for r in json.loads(path.read_text(encoding="utf-8"))["runs"]]
+        first = json.loads(args.table[0].read_text(encoding="utf-8"))
+        render({**first, "runs": runs, "summary": summarise(runs)})
+        return
 
     from fslcli.config import SplitConfig
+    from fslcli.data import prepare
     from fslcli.datasets import DataSource
     from fslcli.training import quiet_lightning
-    from fslcli.workflows import prepare
 
     quiet_lightning()
     fonts: dict[str, Path | None] = {name: Path(path) if path else None for name, _, path in LIBRARIES}
@@ -260,7 +273,10 @@ def main() -> None:
         )
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="fsl-libraries-"))
     homes = render_libraries(work, fonts)
-    preps = {name: prepare(DataSource("tinysol-gm", home), SplitConfig(), 16_000, None) for name, home in homes.items()}
+    preps = {
+        name: prepare(DataSource("tinysol-gm", home), SplitConfig(), sample_rate=16_000, cache_dir=None)
+        for name, home in homes.items()
+    }
     episodes = 20 if args.quick else args.episodes
     results: dict[str, Any] = {
         "env": {
@@ -303,11 +319,13 @@ def main() -> None:
         for name in args.configs.split(","):
             steps = None
             if name == "tutorial" and not args.quick:
-                budget = float(np.mean(default_seconds)) if default_seconds else 840.0
+                budget = args.tutorial_seconds or (float(np.mean(default_seconds)) if default_seconds else 840.0)
                 steps = tutorial_steps(budget, preps[TRAIN_LIBRARY], work, args.accelerator)
                 log(f"tutorial configuration: {steps} steps for about {budget:.0f} s")
             for seed in seeds:
                 config = configuration(name, seed, steps, args.accelerator, args.quick)
+                if args.steps and name == "default":
+                    config = replace(config, train=replace(config.train, steps=args.steps))
                 log(f"training {name}, seed {seed}, {config.train.steps} steps")
                 model, seconds, fitted = train(config, preps[TRAIN_LIBRARY], work / f"{name}-seed{seed}")
                 if name == "default":
