@@ -245,11 +245,27 @@ def load_model(path: Path) -> LoadedModel:
     )
 
 
-def newest_model(runs_dir: Path = Path("runs")) -> Path:
-    """The newest ``runs/*/model.pt``, for commands whose MODEL is omitted."""
+def newest_run(runs_dir: Path = Path("runs")) -> Path | None:
+    """The newest ``runs/*/model.pt``, or None."""
     candidates = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
+    return candidates[-1] if candidates else None
+
+
+def default_model(runs_dir: Path = Path("runs")) -> tuple[Path, str | None]:
+    """The model a command uses when given none: the newest ``runs/*/model.pt``, else the model
+    that ships with fslcli; with a line saying so when it is the bundled one."""
+    from fslcli.models import bundled_model
+
+    run = newest_run(runs_dir)
+    if run is not None:
+        return run, None
+    bundled = bundled_model()
+    if bundled is None:
         raise CheckpointError(
-            f"no model given and none found under {runs_dir}/*/model.pt; train one with `fsl train` or pass MODEL"
+            f"no model given and none found under {runs_dir}/*/model.pt (and this installation ships none); "
+            "train one with `fsl train` or pass MODEL"
         )
-    return candidates[-1]
+    return (
+        bundled,
+        f"no MODEL given and no {runs_dir}/*/model.pt here: using the model that ships with fslcli ({bundled.name})",
+    )

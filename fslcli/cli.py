@@ -52,6 +52,12 @@ class Dataset(str, Enum):
     tinysol_gm = "tinysol-gm"
 
 
+class Downloadable(str, Enum):
+    tinysol = "tinysol"
+    tinysol_gm = "tinysol-gm"
+    examples = "examples"
+
+
 class Method(str, Enum):
     tsne = "tsne"
     umap = "umap"
@@ -182,15 +188,22 @@ def _windows(value: str) -> Any:
 
 
 def _model(model: Path | None) -> Path:
-    """MODEL as given, else the newest ``runs/*/model.pt``."""
-    from fslcli.checkpoint import newest_model
+    """MODEL as given, else the newest ``runs/*/model.pt``, else the model that ships with fslcli
+    (said in one line on standard error)."""
+    from fslcli.checkpoint import default_model
 
-    return model if model is not None else newest_model()
+    if model is not None:
+        return model
+    path, note = default_model()
+    if note:
+        _note(note)
+    return path
 
 
 def _model_and_inputs(args: list[Path]) -> tuple[Path, list[Path]]:
     """``[MODEL] INPUT...``: the first argument is the model when it is a ``.pt`` file or a run
-    folder holding ``model.pt``; otherwise MODEL is the newest run and every argument is input."""
+    folder holding ``model.pt``; otherwise MODEL is chosen as :func:`_model` chooses it and every
+    argument is input."""
     if args and (args[0].suffix == ".pt" or (args[0] / "model.pt").is_file()):
         model, inputs = args[0], args[1:]
     else:
@@ -263,8 +276,11 @@ def _windows_opt(default: str, what: str) -> Any:
 @handle_errors
 def download(
     dataset: Annotated[
-        Dataset,
-        typer.Argument(help="tinysol: the real TinySOL from Zenodo; tinysol-gm: render an offline TinySOL-shaped set."),
+        Downloadable,
+        typer.Argument(
+            help="tinysol: the real TinySOL from Zenodo; tinysol-gm: render an offline TinySOL-shaped set; examples: "
+            "render a few notes of the five test instruments to try fsl predict on."
+        ),
     ],
     data_home: DataHomeOpt = None,
     soundfont: Annotated[
@@ -299,6 +315,12 @@ def download(
             progress=bar,
         )
     report = done.report
+    if dataset is Downloadable.examples:
+        out.print(
+            f"Examples in {home}: {report.support} support and {report.queries} query notes of each of "
+            f"{', '.join(report.classes)}. Try: fsl predict --support {home / 'support'} {home / 'queries'}"
+        )
+        return
     if report is None:
         if done.already:
             err.print(f"already complete: {', '.join(done.already)}")
@@ -753,6 +775,20 @@ def info(model: ModelArg = None) -> None:
     table.add_column()
     for field, value in model_info(_model(model)):
         table.add_row(field, escape(value))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def models() -> None:
+    """The models you can use: the ones that ship with fslcli, then your runs (runs/*/model.pt)."""
+    from fslcli.workflows import list_models
+
+    table = Table(title="Models (MODEL defaults to the newest run, else the bundled default)")
+    for col in ("name", "kind", "where", "trained on", "held-out libraries, 5-way 5-shot/1-shot"):
+        table.add_column(col)
+    for m in list_models():
+        table.add_row(escape(m.name), m.kind, escape(str(m.path)), escape(m.trained_on), escape(m.held_out))
     out.print(table)
 
 

@@ -70,6 +70,11 @@ def download(
     """Fetch the real TinySOL into ``home``, or render the offline set (every GM program and drum
     sound with TinySOL's instruments, or TinySOL's 14 alone)."""
     t0 = time.perf_counter()
+    if dataset == "examples":
+        from fslcli.datasets.examples import render_examples
+
+        made = render_examples(home, force=force)
+        return Downloaded(made.home, time.perf_counter() - t0, [], made)
     if dataset == "tinysol":
         from fslcli.datasets.tinysol_download import download_tinysol
 
@@ -429,7 +434,42 @@ def plot_embeddings(
     return PlotOutcome(write_figure(embeddings_figure(pts, title), out), None, len(labels), prep.skipped)
 
 
-# --- info ------------------------------------------------------------------------------
+# --- info and models -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model ``fsl models`` lists."""
+
+    name: str
+    path: Path
+    kind: str
+    trained_on: str
+    held_out: str
+
+
+def list_models(runs_dir: Path = Path("runs")) -> list[ModelEntry]:
+    """The bundled models, then the user's runs (newest first), with what each was trained on and
+    its figures on held-out libraries where its file records them."""
+    from fslcli.checkpoint import read_payload
+    from fslcli.models import bundled
+
+    runs = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    entries = []
+    for path, kind in [(p, "bundled") for p in bundled()] + [(p, "run") for p in runs]:
+        try:
+            meta = read_payload(path).get("meta", {})
+        except FslError as exc:
+            entries.append(
+                ModelEntry(path.stem if kind == "bundled" else path.parent.name, path, kind, f"unreadable: {exc}", "-")
+            )
+            continue
+        recipe = meta.get("recipe", {})
+        trained = recipe.get("data") or f"{meta.get('train_classes', '?')} classes"
+        figures = meta.get("held_out", {})
+        held = "; ".join(f"{lib} {f['5-shot']:.3f}/{f['1-shot']:.3f}" for lib, f in figures.items()) or "-"
+        entries.append(ModelEntry(path.stem if kind == "bundled" else path.parent.name, path, kind, str(trained), held))
+    return entries
 
 
 def model_info(model: Path) -> list[tuple[str, str]]:
@@ -464,6 +504,19 @@ def model_info(model: Path) -> list[tuple[str, str]]:
     ]
     if meta.get("best_val_acc") is not None:
         rows.append(("validation accuracy", f"{meta['best_val_acc']:.4f} (step {meta.get('best_step')})"))
+    for lib, f in meta.get("held_out", {}).items():
+        rows.append(
+            (f"on {lib}", f"5-way 5-shot {f['5-shot']:.3f}, 1-shot {f['1-shot']:.3f} (grouped, 1,000 episodes)")
+        )
+    recipe = meta.get("recipe")
+    if recipe:
+        rows.append(
+            (
+                "recipe",
+                f"{recipe.get('command')}: {recipe.get('data')}, seed {recipe.get('seed')}, {recipe.get('steps')} steps",
+            )
+        )
+        rows.append(("built from", f"fslcli {recipe.get('fslcli_version')} at commit {recipe.get('commit')}"))
     return rows
 
 

@@ -35,6 +35,10 @@ class DataSource:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSource:
+        """Rebuild from :meth:`to_dict`; a named dataset recorded without a path (a bundled model's)
+        lives in its default home on this machine."""
+        if data.get("path") is None and data["kind"] in DATASETS:
+            return cls(kind=str(data["kind"]), path=default_data_home(str(data["kind"])))
         return cls(kind=str(data["kind"]), path=Path(str(data["path"])))
 
 
