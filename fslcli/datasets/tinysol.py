@@ -60,58 +60,14 @@ def read_tinysol(data_home: Path) -> ReadResult:
     if not idx.is_file():
         skipped.extend(_build_index(home, csv_path))
 
-    tinysol = mirdata_tinysol()
-    ds = tinysol.Dataset(data_home=str(home))
-    # mirdata would look for the index inside its own package; ours lives in the data home.
-    ds.index_path = str(idx)
-    try:
-        track_ids = list(ds.track_ids)
-    except (ValueError, AttributeError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        raise DataError(
-            f"TinySOL index {idx} is unreadable ({one_line(exc)}). Delete it to rebuild it "
-            f"from the CSV, or download it again: {_download_cmd(home)}"
-        ) from None
-
+    ds = _mirdata_dataset(home, idx)
     groups, notices = _source_groups(home, csv_path)
     inside = _inside_checker(home)
     clips: list[Clip] = []
-    for tid in track_ids:
-        try:
-            track = ds.track(tid)
-            listed = track.audio_path
-            if listed is None:
-                raise TypeError("no audio path")
-            path = Path(listed)
-            outside = not inside(path)
-        except (KeyError, TypeError, IndexError, ValueError):
-            skipped.append((idx, f"track {tid!r}: index entry has no usable audio path"))
-            continue
-        if outside:
-            skipped.append((path, "resolves outside the data home; not opened"))
-            continue
-        try:
-            label = track.instrument_full
-            meta = (track.split, track.pitch, track.pitch_id, track.dynamics, track.family)
-        except (ValueError, IndexError, StopIteration, AttributeError) as exc:
-            # mirdata parses the whole CSV at once (AttributeError: it has no rows at all)
-            raise DataError(
-                f"Cannot parse {csv_path} ({one_line(exc) or type(exc).__name__}); it "
-                f"should have TinySOL's 14 columns and one row per clip. Download it again: "
-                f"{_download_cmd(home)}"
-            ) from None
-        # mirdata hands a track without a CSV row the whole metadata dict instead of its
-        # own row, so every field reads None rather than raising.
-        if label is None:
-            skipped.append((path, f"no row for {tid!r} in {CSV_RELPATH.as_posix()}"))
-            continue
-        if not path.is_file():
-            skipped.append((path, "listed in the index but missing"))
-            continue
-        fold, pitch, pitch_id, dynamics, family = meta
-        group = (
-            f"{label}/{pitch_id}" if groups is None else groups.get(path.relative_to(home / AUDIO_DIRNAME).as_posix())
-        )
-        clips.append(Clip(path, label, fold, pitch, pitch_id, dynamics, family, group))
+    for tid in ds.track_ids:
+        clip = _clip(ds, tid, home, inside, groups, skipped)
+        if clip is not None:
+            clips.append(clip)
 
     if not clips:
         first = f" First: {skipped[0][0]}: {skipped[0][1]}." if skipped else ""
@@ -121,6 +77,57 @@ def read_tinysol(data_home: Path) -> ReadResult:
     clips.sort(key=lambda c: str(c.path))
     skipped.sort(key=lambda s: (str(s[0]), s[1]))
     return ReadResult(clips=clips, skipped=skipped, notices=notices)
+
+
+def _mirdata_dataset(home: Path, idx: Path):  # -> mirdata tinysol.Dataset
+    """mirdata's TinySOL loader over ``home``, its index read (from the data home, not mirdata's package)."""
+    ds = mirdata_tinysol().Dataset(data_home=str(home))
+    ds.index_path = str(idx)
+    try:
+        ds.track_ids  # noqa: B018  (reads the index)
+    except (ValueError, AttributeError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(
+            f"TinySOL index {idx} is unreadable ({one_line(exc)}). Delete it to rebuild it "
+            f"from the CSV, or download it again: {_download_cmd(home)}"
+        ) from None
+    return ds
+
+
+def _clip(
+    ds, tid: str, home: Path, inside: Callable[[Path], bool], groups: dict[str, str] | None, skipped: list
+) -> Clip | None:
+    """Track ``tid`` as a clip, or None after appending why it is skipped to ``skipped``."""
+    idx = Path(ds.index_path)
+    try:
+        track = ds.track(tid)
+        if track.audio_path is None:
+            raise TypeError("no audio path")
+        path = Path(track.audio_path)
+    except (KeyError, TypeError, IndexError, ValueError):
+        skipped.append((idx, f"track {tid!r}: index entry has no usable audio path"))
+        return None
+    if not inside(path):
+        skipped.append((path, "resolves outside the data home; not opened"))
+        return None
+    try:
+        label = track.instrument_full
+        fold, pitch, pitch_id, dynamics, family = track.split, track.pitch, track.pitch_id, track.dynamics, track.family
+    except (ValueError, IndexError, StopIteration, AttributeError) as exc:
+        # mirdata parses the whole CSV at once (AttributeError: it has no rows at all)
+        raise DataError(
+            f"Cannot parse {home / CSV_RELPATH} ({one_line(exc) or type(exc).__name__}); it should have TinySOL's "
+            f"14 columns and one row per clip. Download it again: {_download_cmd(home)}"
+        ) from None
+    # mirdata hands a track without a CSV row the whole metadata dict instead of its own row,
+    # so every field reads None rather than raising.
+    if label is None:
+        skipped.append((path, f"no row for {tid!r} in {CSV_RELPATH.as_posix()}"))
+        return None
+    if not path.is_file():
+        skipped.append((path, "listed in the index but missing"))
+        return None
+    group = f"{label}/{pitch_id}" if groups is None else groups.get(path.relative_to(home / AUDIO_DIRNAME).as_posix())
+    return Clip(path, label, fold, pitch, pitch_id, dynamics, family, group)
 
 
 def _source_groups(home: Path, csv_path: Path) -> tuple[dict[str, str] | None, tuple[str, ...]]:

@@ -24,7 +24,7 @@ from fslcli.devices import device_for
 from fslcli.episodes import Pool, check_pool
 from fslcli.errors import FslError
 from fslcli.features import WaveCache
-from fslcli.training.module import build_net, lit_module_class, train_episode_config
+from fslcli.training.module import ProtoLit, build_net, train_episode_config
 from fslcli.training.validation import make_val_data, split_val_config, val_episode_config
 
 HISTORY_FILE = "history.jsonl"
@@ -179,7 +179,7 @@ def fit(
 
     accelerator = preflight(config, train_pool, val_pool)
     val = make_val_data(cache, config, train_pool=train_pool, val_pool=val_pool, groups=groups)
-    lit = lit_module_class()(config, cache, train_pool, val)
+    lit = ProtoLit(config, cache, train_pool, val)
     best, last = _checkpoints(run_dir / "checkpoints")
     previous = _previous_seconds(run_dir) if resume else 0.0
     t0 = time.perf_counter()
