@@ -1,3 +1,3 @@
 """fslcli: few-shot audio classification with Prototypical Networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
