@@ -83,6 +83,7 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
             log(f"  step {ev['step']}: validation accuracy {ev['val_acc']:.3f}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "history.jsonl").unlink(missing_ok=True)  # a run folder reused: its history starts again
     t0 = time.perf_counter()
     fitted = fit(
         config,
