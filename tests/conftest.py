@@ -13,13 +13,16 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tinysol_fixtur
 
 SR = 16_000
 
-# Four synthetic "instruments": distinct spectral envelopes and attacks, random pitch.
+# Synthetic "instruments": distinct spectral envelopes and attacks, random pitch.
 _TIMBRES = {
     "Bright": (np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5]), 0.01),
     "Dark": (np.array([1.0, 0.3, 0.1]), 0.05),
     "Odd": (np.array([1.0, 0.0, 0.6, 0.0, 0.4, 0.0, 0.3]), 0.02),
     "Noisy": (np.array([1.0, 0.5]), 0.001),
+    "Hollow": (np.array([0.2, 1.0, 0.0, 0.0, 0.5]), 0.08),
 }
+#: The classes of :func:`write_folder_dataset` (and of the ``folder_data`` fixture).
+FOLDER_TIMBRES: tuple[str, ...] = ("Bright", "Dark", "Odd", "Noisy")
 
 
 def synth_tone(rng: np.random.Generator, timbre: str, seconds: float = 0.6, sr: int = SR) -> np.ndarray:
@@ -35,15 +38,44 @@ def synth_tone(rng: np.random.Generator, timbre: str, seconds: float = 0.6, sr: 
     return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
 
-def write_folder_dataset(root: Path, per_class: int = 10, seed: int = 0, seconds: float = 0.6) -> Path:
-    """``root/<class>/<n>.wav`` for the four synthetic timbres."""
+def write_folder_dataset(
+    root: Path, per_class: int = 10, seed: int = 0, seconds: float = 0.6, timbres: tuple[str, ...] = FOLDER_TIMBRES
+) -> Path:
+    """``root/<class>/<n>.wav`` for the synthetic ``timbres`` (by default the four of ``folder_data``)."""
     rng = np.random.default_rng(seed)
-    for name in _TIMBRES:
+    for name in timbres:
         d = root / name
         d.mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
             sf.write(d / f"{name.lower()}_{k:02d}.wav", synth_tone(rng, name, seconds), SR, subtype="PCM_16")
     return root
+
+
+def _foreign_fslcli_modules() -> list[str]:
+    """fslcli modules imported from anywhere but the folder ``fslcli`` itself came from.
+
+    A shared environment may hold an editable install of another checkout: a module this
+    checkout lacks (removed or renamed) is then silently imported from there.
+    """
+    package = sys.modules.get("fslcli")
+    if package is None or package.__file__ is None:
+        return []
+    home = Path(package.__file__).resolve().parent
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("fslcli.")
+        and getattr(module, "__file__", None)
+        and not Path(module.__file__).resolve().is_relative_to(home)
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    foreign = _foreign_fslcli_modules()
+    if foreign:
+        home = Path(sys.modules["fslcli"].__file__).parent
+        print(f"\nerror: tests imported fslcli modules from outside {home}: {', '.join(foreign)}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -77,7 +109,9 @@ def gm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_train_args(gm_home: Path, out: Path) -> list[str]:
-    """The `fsl train` arguments of the ``trained_model`` fixture: 2 steps of tiny episodes."""
+    """The `fsl train` arguments of the ``trained_model`` fixture: 2 steps of 3-way 2-shot 3-query
+    training episodes on the CPU. Validation takes its own shape from the held-out data (on the
+    small render: 2 training classes with a held-out source group, 5-shot 3-query)."""
     return [
         "train",
         "--data-home",
@@ -96,6 +130,8 @@ def tiny_train_args(gm_home: Path, out: Path) -> list[str]:
         "3",
         "--val-episodes",
         "5",
+        "--accelerator",
+        "cpu",
         "--out",
         str(out),
     ]

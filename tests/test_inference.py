@@ -1,4 +1,4 @@
-"""Embeddings and predictions on the user's own recordings, of any length."""
+"""Predictions and embedding files for the user's own recordings, of any length."""
 
 from __future__ import annotations
 
@@ -10,73 +10,24 @@ import soundfile as sf
 import torch
 from conftest import SR, make_tiny_net, synth_tone
 
-from fslcli.errors import DataError
+from fslcli.embedding import embed_files
+from fslcli.errors import DataError, FslError
 from fslcli.inference import (
-    MAX_WINDOWS,
+    EMBEDDING_FORMATS,
     calibrate_threshold,
+    check_embeddings_path,
     collect_audio,
-    embed_files,
     predict,
-    sliding_windows,
     support_set,
+    write_embeddings,
 )
-
-
-@pytest.mark.parametrize(
-    ("n", "expected_starts"),
-    [
-        (10_000, [0, 2000, 4000, 6000]),  # hop = half an excerpt
-        (9_000, [0, 2000, 4000, 5000]),  # plus one window flush with the end
-        (4_000, [0]),
-    ],
-)
-def test_sliding_windows_long_audio(n: int, expected_starts: list[int]) -> None:
-    audio = np.arange(n, dtype=np.float32)
-    wins = sliding_windows(audio, 4000)
-    assert wins.shape == (len(expected_starts), 4000) and wins.dtype == np.float32
-    assert wins[:, 0].tolist() == expected_starts
-    assert wins[-1, -1] == n - 1  # the end of the recording is always covered
-
-
-def test_sliding_windows_short_audio_is_zero_padded() -> None:
-    audio = np.ones(300, dtype=np.float32)
-    wins = sliding_windows(audio, 4000)
-    assert wins.shape == (1, 4000)
-    assert wins[0, :300].tolist() == [1.0] * 300 and not wins[0, 300:].any()
-
-
-def test_sliding_windows_caps_the_count() -> None:
-    audio = np.arange(100_000, dtype=np.float32)
-    wins = sliding_windows(audio, 1000, max_windows=5)
-    assert wins.shape == (5, 1000)
-    assert wins[0, 0] == 0 and wins[-1, -1] == 99_999
-    assert np.all(np.diff(wins[:, 0]) > 0)
+from fslcli.scoring import compare
 
 
 def write(path: Path, audio: np.ndarray, sr: int = SR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr, subtype="FLOAT" if path.suffix == ".wav" else None)
     return path
-
-
-def test_embed_files_of_different_lengths(tmp_path: Path, rng: np.random.Generator, tiny_net) -> None:
-    long = write(tmp_path / "long.wav", synth_tone(rng, "Bright", seconds=5.0))
-    short = write(tmp_path / "short.wav", synth_tone(rng, "Dark", seconds=0.2))
-    bad = tmp_path / "bad.wav"
-    bad.write_bytes(b"\x00garbage" * 20)
-    res = embed_files(tiny_net, [long, bad, short], batch_size=4)  # small batches: several flushes
-    assert res.paths == [long, short]
-    assert [p for p, _ in res.skipped] == [bad] and "not decodable" in res.skipped[0][1]
-    assert res.embeddings.shape == (2, tiny_net.dim) and res.embeddings.dtype == np.float32
-    excerpt = tiny_net.audio.excerpt_samples
-    with torch.no_grad():
-        for row, path in enumerate([long, short]):
-            audio, _ = sf.read(path, dtype="float32")
-            wins = sliding_windows(audio, excerpt)
-            expected = tiny_net.finish(tiny_net.embed(torch.from_numpy(wins)).mean(0)).numpy()
-            np.testing.assert_allclose(res.embeddings[row], expected, rtol=1e-4, atol=1e-5)
-    # 39 half-overlapping windows in 5 s, capped so long files stay cheap
-    assert len(sliding_windows(sf.read(long)[0], excerpt)) == min(5 * SR // (excerpt // 2) - 1, MAX_WINDOWS)
 
 
 def test_collect_audio(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -127,6 +78,35 @@ def test_predict_with_folder_queries(tmp_path: Path, rng: np.random.Generator, t
         assert pred.runner_up != pred.predicted and pred.distance >= 0
 
 
+@pytest.mark.parametrize("windows", [1, "all"])
+def test_predict_scores_as_compare_does(tmp_path: Path, rng: np.random.Generator, windows: int | str) -> None:
+    # A whitened model calibrated on other clips; uneven support (3, 1 and 2 files), so the
+    # prototypes come from uneven class blocks and the space adapts to the support set.
+    net = make_tiny_net(excerpt_seconds=0.1)
+    net.calibrate(torch.from_numpy(rng.standard_normal((30, net.dim)).astype(np.float32)), torch.arange(30) % 3)
+    support = make_support(tmp_path / "support", rng, {"Bright": 3, "Dark": 1, "Odd": 2})
+    queries = make_support(tmp_path / "queries", rng, {"Bright": 1, "Dark": 1, "Odd": 1, "Noisy": 1})
+    res = predict(net, support, [queries], top_k=3, reject=True, windows=windows)
+    files, labels = support_set(support)
+    sup = embed_files(net, files, windows=windows)
+    qry = embed_files(net, collect_audio([queries]), windows=windows)
+    classes = sorted(set(labels))
+    by_hand = compare(
+        net,
+        torch.from_numpy(sup.embeddings),
+        torch.as_tensor([classes.index(c) for c in labels]),
+        torch.from_numpy(qry.embeddings),
+        len(classes),
+    )
+    probs = torch.softmax(by_hand.logits, dim=-1)
+    assert [p.path for p in res.predictions] == qry.paths
+    for row, pred in enumerate(res.predictions):
+        assert dict(pred.top_k) == pytest.approx({c: float(probs[row, k]) for k, c in enumerate(classes)}, abs=1e-5)
+        assert pred.distance == pytest.approx(float(-by_hand.logits[row].max()), rel=1e-4)
+    # the rejection threshold is calibrated in the same comparison space
+    assert res.threshold == pytest.approx(calibrate_threshold(by_hand.support, labels), rel=1e-4)
+
+
 def test_support_needs_two_classes(tmp_path: Path, rng: np.random.Generator, tiny_net) -> None:
     support = make_support(tmp_path / "support", rng, {"Bright": 2})
     with pytest.raises(DataError, match="at least 2 class subfolders"):
@@ -135,37 +115,13 @@ def test_support_needs_two_classes(tmp_path: Path, rng: np.random.Generator, tin
         support_set(tmp_path / "missing")
 
 
-def test_calibrate_threshold_hand_computed(tiny_net) -> None:
+def test_calibrate_threshold_hand_computed() -> None:
     # class a at 0, 1, 5 (leave-one-out prototypes 3, 2.5, 0.5); b has one example and is skipped.
     emb = torch.tensor([[0.0], [1.0], [5.0], [100.0]])
-    thr = calibrate_threshold(tiny_net, emb, ["a", "a", "a", "b"])
+    thr = calibrate_threshold(emb, ["a", "a", "a", "b"])
     assert thr == pytest.approx(max(3.0**2, 2.5**2, 4.5**2))
     with pytest.raises(DataError, match="at least 2 support recordings"):
-        calibrate_threshold(tiny_net, emb[:2], ["a", "b"])
-
-
-def test_embed_files_with_onset_windows_embeds_as_eval_does(tmp_path: Path, tiny_net) -> None:
-    # --windows N: a file is embedded from N windows, the first at its onset, exactly as
-    # `fsl eval` embeds a cached clip (clip_windows), so both see the same excerpts.
-    from fslcli.datasets.folder import read_folder
-    from fslcli.evaluation import clip_windows, embed_windows
-    from fslcli.features import open_cache
-
-    note = (0.5 * np.sin(np.arange(3 * SR) * 0.07)).astype(np.float32)
-    late = write(tmp_path / "d" / "a" / "late.wav", np.concatenate([np.zeros(SR // 2, np.float32), note]))
-    short = write(tmp_path / "d" / "a" / "short.wav", note[: SR // 8])
-    excerpt = tiny_net.audio.excerpt_samples
-    cache, _ = open_cache(read_folder(tmp_path / "d").clips, SR, tmp_path / "cache")
-    for n in (1, 3):
-        got = embed_files(tiny_net, [late, short], windows=n).embeddings
-        order = [k for p in (late, short) for k, c in enumerate(cache.clips) if Path(c.path) == p]
-        wins, owners = clip_windows(cache, order, excerpt, n)
-        expected = embed_windows(tiny_net, wins, owners, 2).numpy()
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    # the default (sliding windows over the whole file) averages more of the file
-    assert not np.allclose(
-        embed_files(tiny_net, [late]).embeddings, embed_files(tiny_net, [late], windows=1).embeddings
-    )
+        calibrate_threshold(emb[:2], ["a", "b"])
 
 
 def level_and_brightness_net():
@@ -203,3 +159,39 @@ def test_reject_marks_a_far_query_unknown(tmp_path: Path, rng: np.random.Generat
     got = {p.path.name: p for p in res.predictions}
     assert got["near.wav"].predicted == "low" and got["near.wav"].distance <= res.threshold
     assert got["far.wav"].predicted == "unknown" and got["far.wav"].distance > 100 * res.threshold
+
+
+@pytest.mark.parametrize("suffix", EMBEDDING_FORMATS)
+def test_write_embeddings_reads_back(tmp_path: Path, rng: np.random.Generator, suffix: str) -> None:
+    emb = rng.standard_normal((3, 4)).astype(np.float32)
+    paths, labels = ["a/x.wav", "b/y [1].wav", "Скрипка/ноты.ogg"], ["a", "b", "Скрипка"]
+    out = tmp_path / f"emb{suffix}"
+    write_embeddings(out, emb, paths, labels)
+    if suffix == ".npz":
+        with np.load(out, allow_pickle=False) as z:  # strings, no object arrays
+            got, got_paths, got_labels = z["embeddings"], z["paths"].tolist(), z["labels"].tolist()
+    elif suffix == ".csv":
+        import csv
+
+        with open(out, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["path", "label", "e0", "e1", "e2", "e3"]
+        got_paths, got_labels = [r[0] for r in rows[1:]], [r[1] for r in rows[1:]]
+        got = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        table = pq.read_table(out).to_pydict()
+        got_paths, got_labels = table.pop("path"), table.pop("label")
+        got = np.stack([np.asarray(table[f"e{k}"]) for k in range(4)], axis=1)
+    assert got_paths == paths and got_labels == labels
+    np.testing.assert_allclose(got, emb, rtol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # written in place, nothing left beside it
+
+
+def test_unknown_embedding_format_is_refused_before_any_work(tmp_path: Path) -> None:
+    for bad in (tmp_path / "emb.txt", tmp_path / "emb"):
+        with pytest.raises(FslError, match=r"unknown format .*use .npz, .csv, .parquet"):
+            check_embeddings_path(bad)
+    with pytest.raises(FslError, match="unknown format .json"):
+        write_embeddings(tmp_path / "e.json", np.zeros((1, 2), np.float32), ["a"], ["b"])
+    assert not any(tmp_path.iterdir())

@@ -5,21 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fslcli.config import AudioConfig, ModelConfig
 from fslcli.model import (
     LOG_FLOOR,
     LogMel,
     ProtoNet,
-    cosine_similarity,
-    log_filterbank,
-    pitch_shifts_problem,
     pooled_scatter,
     prototypes,
-    shift_bands,
     squared_euclidean,
     support_adapted_factor,
-    warp_filterbank,
+    warped_filterbanks,
     within_class_whitener,
 )
 
@@ -35,11 +32,35 @@ def waves(rng: np.random.Generator, n: int) -> torch.Tensor:
     return torch.from_numpy(0.1 * rng.standard_normal((n, AUDIO.excerpt_samples)).astype(np.float32))
 
 
+# --- prototypes and distances ----------------------------------------------------------------
+
+
 def test_prototypes_are_class_means() -> None:
     # 2 ways x 3 shots, class-major, dim 2
     support = torch.tensor([[0.0, 0.0], [2.0, 4.0], [4.0, 2.0], [10.0, 10.0], [12.0, 10.0], [11.0, 13.0]])
-    expected = torch.tensor([[2.0, 2.0], [11.0, 11.0]])
-    assert torch.allclose(prototypes(support, ways=2), expected)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert torch.allclose(prototypes(support, labels, ways=2), torch.tensor([[2.0, 2.0], [11.0, 11.0]]))
+
+
+def test_prototypes_of_uneven_shuffled_labels_are_per_class_means(rng: np.random.Generator) -> None:
+    labels = torch.from_numpy(rng.permutation(np.repeat([0, 1, 2, 3], [1, 4, 2, 3])))  # 1 to 4 clips a class
+    support = torch.from_numpy(rng.standard_normal((2, len(labels), 5)))  # two episodes at once
+    got = prototypes(support, labels, ways=4)
+    assert got.shape == (2, 4, 5)
+    for k in range(4):
+        assert torch.allclose(got[:, k], support[:, labels == k].mean(dim=1))
+
+
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["one-episode", "batch"])
+def test_fast_path_equals_the_general_path(rng: np.random.Generator, batch: tuple[int, ...]) -> None:
+    ways, shots = 4, 3
+    support = torch.from_numpy(rng.standard_normal((*batch, ways * shots, 6)))
+    class_major = torch.arange(ways).repeat_interleave(shots)  # the reshape path
+    order = torch.from_numpy(rng.permutation(ways * shots))  # the same clips shuffled: the one-hot path
+    fast = prototypes(support, class_major, ways)
+    general = prototypes(support[..., order, :], class_major[order], ways)
+    assert torch.allclose(fast, general, atol=1e-12)
+    assert torch.allclose(fast, support.reshape(*batch, ways, shots, 6).mean(dim=-2))
 
 
 def test_squared_euclidean_matches_cdist(rng: np.random.Generator) -> None:
@@ -61,51 +82,39 @@ def test_distances_batch_over_episodes(rng: np.random.Generator) -> None:
     assert torch.allclose(d[2], squared_euclidean(x[2], y[2]))
 
 
-def test_cosine_similarity_hand_computed() -> None:
-    x = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    y = torch.tensor([[2.0, 0.0], [0.0, -3.0]])
-    expected = torch.tensor([[1.0, 0.0], [2**-0.5, -(2**-0.5)]])
-    assert torch.allclose(cosine_similarity(x, y), expected, atol=1e-6)
+def test_logits_are_minus_squared_distances() -> None:
+    query = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    protos = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    assert ProtoNet.logits(query, protos).tolist() == [[0.0, -9.0], [-25.0, -16.0]]
 
 
-@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
-def test_backbones_forward_shapes(rng: np.random.Generator, backbone: str) -> None:
+# --- the network -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["conv", "tutorial"])
+def test_backbones_embed_each_clip_alone(rng: np.random.Generator, backbone: str) -> None:
     net = tiny(backbone).eval()
-    ways, shots, n_query = 3, 2, 5
+    x = waves(rng, 5)
     with torch.no_grad():
-        out = net(waves(rng, ways * shots), waves(rng, n_query), ways)
+        emb = net.embed(x)
+        alone = net.embed(x[3:4])
+        by_steps = net.encode(net.normalize(net.logmel(x)))
     dim = 8 if backbone == "tutorial" else 16  # the tutorial head is global average pooling
-    assert net.dim == dim
-    assert out.logits.shape == (n_query, ways)
-    assert out.prototypes.shape == (ways, dim)
-    assert out.support.shape == (ways * shots, dim)
-    assert out.query.shape == (n_query, dim)
-    assert torch.isfinite(out.logits).all()
-    # Euclidean head: logits are minus squared distances to the class means of the support.
-    assert torch.allclose(out.prototypes, out.support.reshape(ways, shots, dim).mean(1), atol=1e-6)
-    assert torch.allclose(out.logits, -squared_euclidean(out.query, out.prototypes), atol=1e-4)
+    assert net.dim == dim and emb.shape == (5, dim) and torch.isfinite(emb).all()
+    assert torch.allclose(emb[3:4], alone, atol=1e-5)  # in eval mode a clip's embedding ignores its batch
+    assert torch.equal(emb, by_steps)  # embed = log-mel, normalise, encode
 
 
-def test_forward_does_not_change_inputs(rng: np.random.Generator) -> None:
+def test_embed_does_not_change_its_input(rng: np.random.Generator) -> None:
     net = tiny().eval()
-    s, q = waves(rng, 4), waves(rng, 2)
-    s0, q0 = s.clone(), q.clone()
+    x = waves(rng, 3)
+    before = x.clone()
     with torch.no_grad():
-        net(s, q, 2)
-    assert torch.equal(s, s0) and torch.equal(q, q0)
+        net.embed(x)
+    assert torch.equal(x, before)
 
 
-def test_cosine_head_is_scaled_cosine_similarity(rng: np.random.Generator) -> None:
-    net = tiny(distance="cosine").eval()
-    with torch.no_grad():
-        out = net(waves(rng, 4), waves(rng, 3), ways=2)
-        expected = net.log_scale.exp() * cosine_similarity(out.query, out.prototypes)
-    assert net.log_scale is not None
-    assert torch.allclose(out.logits, expected, atol=1e-6)
-    assert (out.logits.abs() <= net.log_scale.exp() + 1e-5).all()
-
-
-@pytest.mark.parametrize("input_norm", ["band", "clip", "none"])
+@pytest.mark.parametrize("input_norm", ["band", "none"])
 def test_silence_gives_finite_embeddings(input_norm: str) -> None:
     net = tiny(input_norm=input_norm).eval()
     silent = torch.zeros(2, AUDIO.excerpt_samples)
@@ -126,137 +135,62 @@ def test_logmel_shape_and_power_option(rng: np.random.Generator) -> None:
     assert torch.allclose(torch.log(power + LOG_FLOOR), log_mel, atol=1e-4)
 
 
-def test_clip_norm_is_gain_invariant(rng: np.random.Generator) -> None:
-    # Without pitch-shifted views: a view shifted up reads above the Nyquist frequency, and those
-    # empty bands sit at the log floor whatever the gain.
-    net = tiny(input_norm="clip", eval_pitch_shifts=()).eval()
-    x = waves(rng, 3)
-    with torch.no_grad():
-        a, b = net.embed(x), net.embed(4.0 * x)
-    assert torch.allclose(a, b, atol=1e-3)
+def tone(freq: float, seconds: float = 0.25, sr: int = 16_000) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr)) / sr
+    return torch.sin(2 * torch.pi * freq * t)[None, :]
+
+
+def test_pitch_warped_filterbanks_read_a_tone_as_if_transposed() -> None:
+    logmel = LogMel(AUDIO)
+    fb = logmel.mel_basis
+    assert torch.allclose(warped_filterbanks(fb, torch.zeros(2)), fb.expand(2, -1, -1))
+    x = tone(440.0).repeat(3, 1)
+    plain, up, down = logmel(x, torch.tensor([0.0, 12.0, -12.0]))
+    assert torch.allclose(plain, logmel(tone(440.0))[0], atol=1e-5)
+    # An octave up, 440 Hz is read where 880 Hz is; an octave down, where 220 Hz is.
+    peak = lambda m: int(m.mean(-1).argmax())  # noqa: E731
+    assert peak(up) == peak(logmel(tone(880.0))[0]) > peak(plain)
+    assert peak(down) == peak(logmel(tone(220.0))[0]) < peak(plain)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
         ("backbone", "vgg"),
-        ("distance", "manhattan"),
+        ("backbone", "resnet"),  # retired
         ("input_norm", "layer"),
-        ("embedding_norm", "l1"),
-        ("pooling", "freq"),
+        ("input_norm", "clip"),  # retired
+        ("embedding_norm", "l2"),  # retired
+        ("embedding_norm", "centered-l2"),  # retired
     ],
 )
-def test_unknown_options_are_refused(field: str, value: str) -> None:
-    with pytest.raises(ValueError, match=value):
+def test_unknown_options_are_refused_with_the_choices(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=rf"{field} '{value}': choose one of"):
         ProtoNet(AUDIO, ModelConfig(**{field: value}))
 
 
-@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
-def test_ensemble_members_sit_side_by_side(rng: np.random.Generator, backbone: str) -> None:
-    single, ensemble = tiny(backbone).eval(), tiny(backbone, members=3).eval()
-    assert ensemble.dim == 3 * single.dim and ensemble.member_dim == single.dim
-    x = waves(rng, 4)
-    with torch.no_grad():
-        one, three = single.embed(x), ensemble.embed(x)
-    assert three.shape == (4, 3 * single.dim)
-    # The first member is built as a single-backbone model from the same seed (whose files load
-    # unchanged); the others are initialised independently.
-    assert torch.allclose(three[:, : single.dim], one, atol=1e-6)
-    first, second, third = three.split(single.dim, dim=1)
-    assert not torch.allclose(first, second) and not torch.allclose(second, third)
-    with pytest.raises(ValueError, match="members 0"):
-        tiny(backbone, members=0)
+def test_unknown_compression_is_refused() -> None:
+    with pytest.raises(ValueError, match="compression 'mu-law': choose one of log, power"):
+        ProtoNet(AudioConfig(compression="mu-law"), ModelConfig())
 
 
-def test_unknown_frequency_scale_and_bad_dropout_are_refused() -> None:
-    with pytest.raises(ValueError, match="bark"):
-        LogMel(AudioConfig(frequency_scale="bark"))
-    with pytest.raises(ValueError, match="dropout 1.5"):
-        ProtoNet(AUDIO, ModelConfig(dropout=1.5))
-
-
-def test_log_filterbank_rows_are_normalised_and_never_empty() -> None:
-    fb = log_filterbank(16_000, 1024, 64, 50.0, 8000.0)
-    assert fb.shape == (64, 513)
-    assert np.allclose(fb.sum(axis=1), 1.0, atol=1e-5)
-    assert ((fb > 0).sum(axis=1) >= 2).all()  # low bands narrower than a bin still see two bins
-    centroids = fb @ np.fft.rfftfreq(1024, 1 / 16_000)
-    assert (np.diff(centroids) > 0).all()
-    with pytest.raises(ValueError, match="f_min"):
-        log_filterbank(16_000, 1024, 64, 0.0, 8000.0)
-
-
-def test_log_bands_move_a_tone_by_whole_bands_as_its_pitch_changes() -> None:
-    # Band centres are a constant ratio apart, so multiplying a tone's frequency by that ratio
-    # moves its loudest band by exactly one, wherever it is above the FFT's resolution limit.
-    audio = AudioConfig(excerpt_seconds=0.5, n_mels=48, n_fft=2048, frequency_scale="log", f_min=100.0)
-    front = LogMel(audio)
-    ratio = (audio.sample_rate / 2 / audio.f_min) ** (1 / (audio.n_mels + 1))
-    t = np.arange(audio.excerpt_samples) / audio.sample_rate
-    peaks = []
-    for k in range(4):
-        tone = np.sin(2 * np.pi * 1000.0 * ratio**k * t).astype(np.float32)
-        peaks.append(int(front(torch.from_numpy(tone)[None]).mean(dim=-1).argmax()))
-    assert np.diff(peaks).tolist() == [1, 1, 1]
-
-
-def test_time_pooling_keeps_where_a_pattern_sits_in_frequency() -> None:
-    torch.manual_seed(0)
-    net = ProtoNet(AUDIO, ModelConfig(channels=(4, 8), embedding_dim=16, pooling="time")).eval()
-    # 32 mel bands through two 2x2 pools: 8 bands, mean and max over time for each channel.
-    assert net.head.in_features == 2 * 8 * 8
-    x = torch.zeros(1, 1, AUDIO.n_mels, 16)
-    low, high = x.clone(), x.clone()
-    low[..., 2:6, :], high[..., 22:26, :] = 1.0, 1.0
-    with torch.no_grad():
-        assert not torch.allclose(net.encode(low), net.encode(high))
-    with pytest.raises(ValueError, match="no band"):
-        ProtoNet(AudioConfig(n_mels=8), ModelConfig(channels=(4, 8, 16, 32), pooling="time"))
-
-
-def test_dropout_acts_in_training_only(rng: np.random.Generator) -> None:
-    net = tiny(dropout=0.5)
-    x = waves(rng, 4)
-    with torch.no_grad():
-        net.train()
-        a, b = net.embed(x), net.embed(x)
-        net.eval()
-        c, d = net.embed(x), net.embed(x)
-    assert not torch.allclose(a, b)
-    assert torch.equal(c, d)
-
-
-@pytest.mark.parametrize("backbone", ["conv", "resnet", "tutorial"])
+@pytest.mark.parametrize("backbone", ["conv", "tutorial"])
 def test_pool_before_relu_is_the_textbook_block(rng: np.random.Generator, backbone: str) -> None:
     # The blocks pool before the ReLU for speed; the textbook order (ReLU, then pool) must give
     # the same numbers, so the change is an optimisation and not a different model.
     from torch import nn
 
-    from fslcli.model import BNBlock, ConvBlock, ResBlock
+    from fslcli.model import BNBlock, ConvBlock
 
     torch.manual_seed(0)
     x = torch.from_numpy(rng.standard_normal((3, 2, 9, 13)).astype(np.float32))
-    if backbone == "resnet":
-        block = ResBlock(2, 4).eval()
-        y = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
-        textbook = block.pool(torch.relu(y + block.short(x)))
-    else:
-        block = (BNBlock if backbone == "conv" else ConvBlock)(2, 4).eval()
-        conv, norm = block.net[0], block.net[1]
-        textbook = nn.MaxPool2d(2, ceil_mode=True)(torch.relu(norm(conv(x))))
+    block = (BNBlock if backbone == "conv" else ConvBlock)(2, 4).eval()
+    conv, norm = block.net[0], block.net[1]
+    textbook = nn.MaxPool2d(2, ceil_mode=True)(torch.relu(norm(conv(x))))
     assert torch.equal(block(x), textbook)
 
 
-def test_centered_l2_embeddings_are_unit_length_around_the_center(rng: np.random.Generator) -> None:
-    net = tiny(embedding_norm="centered-l2")
-    emb = torch.from_numpy(rng.standard_normal((6, net.dim)).astype(np.float32)) + 5.0
-    net.calibrate(emb, torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert torch.allclose(net.center, emb.mean(0))
-    out = net.finish(emb)
-    assert torch.allclose(out.norm(dim=-1), torch.ones(6), atol=1e-6)
-    assert torch.allclose(out, torch.nn.functional.normalize(emb - emb.mean(0), dim=-1))
-    # the centre is part of the saved state, so a model file reproduces it
-    assert "center" in net.state_dict() and "whitener" not in net.state_dict()
+# --- the comparison space --------------------------------------------------------------------
 
 
 def clustered(rng: np.random.Generator, spread: tuple[float, ...], n_per_class: int, means: np.ndarray):
@@ -312,14 +246,24 @@ def test_whitened_embeddings_are_calibrated_on_training_clips(rng: np.random.Gen
     assert torch.equal(net.whitener, torch.eye(net.dim))  # until calibrated
     net.calibrate(emb, labels)
     assert torch.allclose(net.center, emb.mean(0))
-    unit = torch.nn.functional.normalize(emb.double() - emb.double().mean(0), dim=-1)
+    unit = F.normalize(emb.double() - emb.double().mean(0), dim=-1)
     expected = within_class_whitener(unit, labels, net.config.whiten_shrinkage)
     assert torch.allclose(net.whitener, expected.float())
     out = net.finish(emb)
     assert torch.allclose(out.norm(dim=-1), torch.ones(40), atol=1e-6)
-    assert torch.allclose(out, torch.nn.functional.normalize(unit.float() @ net.whitener, dim=-1), atol=1e-6)
+    assert torch.allclose(out, F.normalize(unit.float() @ net.whitener, dim=-1), atol=1e-6)
     # both are part of the saved state, so a model file reproduces them
     assert {"center", "whitener"} <= set(net.state_dict())
+
+
+def test_embeddings_compared_as_they_come(rng: np.random.Generator) -> None:
+    net = tiny(embedding_norm="none")
+    emb = torch.from_numpy(rng.standard_normal((4, 16)).astype(np.float32)) * 3
+    net.calibrate(emb, torch.tensor([0, 0, 1, 1]))  # nothing to fit
+    assert torch.equal(net.finish(emb), emb)
+    s, q = net.finish_episode(emb[:2], emb[2:], torch.tensor([0, 1]))
+    assert torch.equal(s, emb[:2]) and torch.equal(q, emb[2:])
+    assert not {"center", "whitener"} & set(net.state_dict())
 
 
 def test_pooled_scatter_is_the_unbiased_within_class_covariance(rng: np.random.Generator) -> None:
@@ -362,7 +306,7 @@ def test_support_adaptation_discounts_a_direction_only_the_new_classes_vary_in(r
             query, target = torch.cat([x[5:20], x[25:]]), torch.cat([y[5:20], y[25:]])
             factor = support_adapted_factor(train_cov, support, labels, weight) if weight else torch.eye(2).double()
             s, q = (torch.linalg.solve_triangular(factor, z.T, upper=False).T for z in (support, query))
-            pred = (-squared_euclidean(q, prototypes(s, 2))).argmax(-1)
+            pred = (-squared_euclidean(q, prototypes(s, labels, 2))).argmax(-1)
             hits.append(float((pred == target).double().mean()))
         return float(np.mean(hits))
 
@@ -380,14 +324,13 @@ def test_finish_episode_adapts_only_with_a_weight_and_several_shots(rng: np.rand
     assert s.shape == support.shape and q.shape == query.shape
     assert torch.allclose(s.norm(dim=-1), torch.ones(1, 10), atol=1e-5)
     # the same inner products as the symmetric inverse square root of the mixed covariance
-    unit = torch.nn.functional.normalize(emb.double() - net.center.double(), dim=-1)
+    unit = F.normalize(emb.double() - net.center.double(), dim=-1)
     scatter, _ = pooled_scatter(unit[:10], five_shot)
     evals, evecs = torch.linalg.eigh(0.5 * net.train_covariance() + 0.5 * scatter)
     w = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
-    expected = torch.nn.functional.normalize(unit[:25] @ w, dim=-1)
+    expected = F.normalize(unit[:25] @ w, dim=-1)
     got = torch.cat([s[0], q[0]]).double()
     assert torch.allclose(got @ got.T, expected @ expected.T, atol=1e-5)
-    assert not torch.allclose(s[0], net.finish(emb[:10]), atol=1e-3)
     # 1-shot (no class with two clips), or weight 0: exactly finish()
     s1, q1 = net.finish_episode(emb[:2], emb[2:5], torch.arange(2))
     assert torch.equal(s1, net.finish(emb[:2])) and torch.equal(q1, net.finish(emb[2:5]))
@@ -401,7 +344,7 @@ def test_train_covariance_is_what_the_whitener_inverts(rng: np.random.Generator)
     emb = torch.from_numpy(rng.standard_normal((60, 16)).astype(np.float32))
     labels = torch.arange(6).repeat_interleave(10)
     net.calibrate(emb, labels)
-    unit = torch.nn.functional.normalize(emb.double() - emb.double().mean(0), dim=-1)
+    unit = F.normalize(emb.double() - emb.double().mean(0), dim=-1)
     cov, dof = pooled_scatter(unit, labels)
     assert dof == 54
     cov = cov * dof / 60  # within_class_whitener divides the scatter by n
@@ -420,69 +363,3 @@ def test_support_cov_weight_outside_0_to_1_is_refused(weight: float) -> None:
 def test_whiten_shrinkage_outside_0_to_1_is_refused(shrinkage: float) -> None:
     with pytest.raises(ValueError, match=f"whiten_shrinkage {shrinkage}"):
         tiny(whiten_shrinkage=shrinkage)
-
-
-def test_l2_and_none_embedding_norms(rng: np.random.Generator) -> None:
-    emb = torch.from_numpy(rng.standard_normal((4, 16)).astype(np.float32)) * 3
-    l2 = tiny(embedding_norm="l2")
-    assert torch.allclose(l2.finish(emb).norm(dim=-1), torch.ones(4), atol=1e-6)
-    assert "center" not in l2.state_dict()
-    assert torch.equal(tiny(embedding_norm="none").finish(emb), emb)
-
-
-def test_shift_bands_moves_each_spectrogram_and_repeats_the_edge() -> None:
-    x = torch.arange(5.0).reshape(1, 5, 1).repeat(2, 1, 3)  # (2, 5 bands, 3 frames)
-    out = shift_bands(x, torch.tensor([1, -2]))
-    assert out[0, :, 0].tolist() == [0, 0, 1, 2, 3]
-    assert out[1, :, 0].tolist() == [2, 3, 4, 4, 4]
-
-
-def test_eval_shifts_average_shifted_embeddings_outside_training(rng: np.random.Generator) -> None:
-    net = tiny(eval_shifts=2, eval_pitch_shifts=()).eval()
-    x = waves(rng, 3)
-    with torch.no_grad():
-        mel = net.logmel(x)
-        by_shift = [net.encode(net.normalize(shift_bands(mel, torch.full((3,), s)))) for s in range(-2, 3)]
-        assert torch.allclose(net.embed(x), torch.stack(by_shift).mean(dim=0), atol=1e-5)
-        net.train()
-        plain = net.embed(x)
-    assert torch.allclose(plain, net.encode(net.normalize(mel)), atol=1e-5)  # training sees each clip once
-    with pytest.raises(ValueError, match="eval_shifts 40"):
-        ProtoNet(AUDIO, ModelConfig(eval_shifts=40))
-
-
-def tone(freq: float, seconds: float = 0.25, sr: int = 16_000) -> torch.Tensor:
-    t = torch.arange(int(seconds * sr)) / sr
-    return torch.sin(2 * torch.pi * freq * t)[None, :]
-
-
-def test_warped_filterbank_reads_a_tone_as_one_pitch_shifted() -> None:
-    fb = LogMel(AUDIO).mel_basis.numpy()
-    assert np.allclose(warp_filterbank(fb, 16_000, AUDIO.n_fft, 0), fb)
-    logmel = LogMel(AUDIO)
-    plain, up, down = logmel.views(tone(440.0), (12, -12))
-    # An octave up, 440 Hz is read where 880 Hz is; an octave down, where 220 Hz is.
-    assert up.mean(-1).argmax() == logmel(tone(880.0)).mean(-1).argmax() != plain.mean(-1).argmax()
-    assert down.mean(-1).argmax() == logmel(tone(220.0)).mean(-1).argmax()
-    assert torch.equal(plain, logmel(tone(440.0)))
-
-
-def test_pitch_shifts_average_pitch_and_band_shifted_views_outside_training(rng: np.random.Generator) -> None:
-    net = tiny(eval_shifts=1, eval_pitch_shifts=(-4, 4)).eval()
-    x = waves(rng, 3)
-    with torch.no_grad():
-        views = [
-            net.encode(net.normalize(shift_bands(mel, torch.full((3,), s))))
-            for mel in net.logmel.views(x, (-4, 4))
-            for s in (-1, 0, 1)
-        ]
-        assert torch.allclose(net.embed(x), torch.stack(views).mean(dim=0), atol=1e-5)
-        net.train()
-        assert torch.allclose(net.embed(x), net.encode(net.normalize(net.logmel(x))), atol=1e-5)
-
-
-@pytest.mark.parametrize("semitones", [(0,), (13,), (-4, 4, -4)])
-def test_pitch_shifts_outside_an_octave_zero_or_repeated_are_refused(semitones: tuple[int, ...]) -> None:
-    assert pitch_shifts_problem(semitones) is not None
-    with pytest.raises(ValueError, match="eval_pitch_shifts"):
-        ProtoNet(AUDIO, ModelConfig(eval_pitch_shifts=semitones))
