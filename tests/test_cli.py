@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import functools
 import hashlib
 import json
 import os
@@ -31,6 +29,7 @@ COMMANDS = [
     ["plot-episode"],
     ["plot-embeddings"],
     ["info"],
+    ["models"],
     ["cache"],
     ["cache", "info"],
     ["cache", "clear"],
@@ -63,36 +62,66 @@ def test_version(runner: CliRunner) -> None:
 # --- download ----------------------------------------------------------------------------
 
 
-def test_download_tinysol_gm_renders_then_reuses(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def tiny_render(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Make `fsl download tinysol-gm` render one note of the Violin at 8 kHz (3 files), whatever it
+    asks for; records the instruments each call asked for."""
     from fslcli.datasets import tinysol_gm
     from fslcli.datasets.instruments import BY_NAME
 
-    # The full render takes a while: the command's wiring is what is under test, on one tiny instrument.
-    tiny = functools.partial(
-        tinysol_gm.render_tinysol_gm, instruments=(BY_NAME["Violin"],), max_notes_per_instrument=1, sample_rate=8000
-    )
+    real = tinysol_gm.render_tinysol_gm
+    asked: list[tuple[str, ...]] = []
+
+    def tiny(home, soundfont=None, seed=0, *, instruments, **kw):
+        asked.append(tuple(i.full for i in instruments))
+        tiny_only = {"instruments": (BY_NAME["Violin"],), "max_notes_per_instrument": 1, "sample_rate": 8_000}
+        return real(home, soundfont, seed, **{**kw, **tiny_only})
+
     monkeypatch.setattr(tinysol_gm, "render_tinysol_gm", tiny)
-    home = tmp_path / "gm"
-    res = runner.invoke(app, ["download", "tinysol-gm", "--data-home", str(home)])
+    return asked
+
+
+def test_download_tinysol_gm_renders_every_gm_sound_or_tinysols_only(
+    runner: CliRunner, tmp_path: Path, tiny_render: list[tuple[str, ...]]
+) -> None:
+    from fslcli.datasets.general_midi import ALL_INSTRUMENTS
+    from fslcli.datasets.instruments import INSTRUMENTS
+
+    res = runner.invoke(app, ["download", "tinysol-gm", "--data-home", str(tmp_path / "all")])
     assert res.exit_code == 0, res.output
-    assert "Rendered 3 files for 1 instruments" in flat(res.stdout)
-    assert len(list((home / "audio").rglob("*.wav"))) == 3
-    res = runner.invoke(app, ["download", "tinysol-gm", "--data-home", str(home)])
+    assert "Rendered 3 files of 1 instruments and sounds" in flat(res.stdout)
+    assert len(list((tmp_path / "all" / "audio").rglob("*.wav"))) == 3
+    res = runner.invoke(app, ["download", "tinysol-gm", "--tinysol-only", "--data-home", str(tmp_path / "14")])
+    assert res.exit_code == 0, res.output
+    assert tiny_render == [tuple(i.full for i in ALL_INSTRUMENTS), tuple(i.full for i in INSTRUMENTS)]
+    assert len(INSTRUMENTS) == 14 and len(ALL_INSTRUMENTS) > 100
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: a finished render is never reused (see test_tinysol_gm)")
+def test_download_again_reuses_the_render(runner: CliRunner, tmp_path: Path, tiny_render: list) -> None:
+    args = ["download", "tinysol-gm", "--tinysol-only", "--data-home", str(tmp_path / "gm")]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "Already rendered with the same font and seed" in flat(res.stdout)
 
 
-def test_download_reuses_the_shared_render(runner: CliRunner, gm_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fslcli.datasets import tinysol_gm
+def test_download_examples_renders_support_and_queries(runner: CliRunner, tmp_path: Path) -> None:
+    from fslcli.config import DEFAULT_TEST_CLASSES
 
-    monkeypatch.setattr(
-        tinysol_gm, "render_tinysol_gm", functools.partial(tinysol_gm.render_tinysol_gm, max_notes_per_instrument=5)
-    )
-    res = runner.invoke(app, ["download", "tinysol-gm", "--data-home", str(gm_home)])
+    home = tmp_path / "examples"
+    res = runner.invoke(app, ["download", "examples", "--data-home", str(home)])
     assert res.exit_code == 0, res.output
-    assert "Already rendered" in res.stdout
+    assert f"Try: fsl predict --support {home / 'support'} {home / 'queries'}" in flat(res.stdout)
+    for role in ("support", "queries"):
+        assert sorted(p.name for p in (home / role).iterdir()) == sorted(DEFAULT_TEST_CLASSES)
+        assert all(len(list((home / role / c).glob("*.wav"))) == 5 for c in DEFAULT_TEST_CLASSES)
+    for c in DEFAULT_TEST_CLASSES:
+        support = {p.name for p in (home / "support" / c).glob("*.wav")}
+        queries = {p.name for p in (home / "queries" / c).glob("*.wav")}
+        assert not support & queries and {p.name for p in (home / "all" / c).glob("*.wav")} == support | queries
+    res = runner.invoke(app, ["download", "examples", "--data-home", str(home)])
+    assert res.exit_code == 1 and "is not empty; pass --force" in flat(res.stderr)
 
 
 # --- train -------------------------------------------------------------------------------
@@ -109,9 +138,95 @@ def test_train_refuses_a_non_empty_out_without_force(runner: CliRunner, gm_home:
     assert [p.name for p in run.iterdir()] == ["notes.txt"]
 
 
-def test_train_rejects_unknown_backbone(runner: CliRunner, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["train", "--backbone", "vgg", "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "vgg" in res.output
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--backbone", "conv"],
+        ["train", "--train-ways", "10"],
+        ["train", "--train-queries", "5"],
+        ["train", "--input-norm", "band"],
+        ["train", "--embedding-norm", "none"],
+        ["train", "--members", "2"],
+        ["train", "--class-loss-weight", "1"],
+        ["eval", "--shifts", "2"],
+        ["eval", "--pitch-shifts", "-4,4"],
+        ["eval", "--support-cov-weight", "0.5"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_retired_options_are_usage_errors(runner: CliRunner, args: list[str]) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "No such option" in flat(res.output) and args[1] in res.output
+
+
+@pytest.fixture
+def no_fit(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Replace training with a stand-in that records the config it was given."""
+    from fslcli import training
+    from fslcli.training import FitResult
+
+    seen: list = []
+
+    def fake_fit(config, cache, *, train_pool, val_pool, source, run_dir, **kwargs):
+        seen.append(config)
+        return FitResult(run_dir, run_dir / "model.pt", 0.5, 1, 0.0, config.train.steps, True)
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    return seen
+
+
+def test_train_episode_options_shape_training_capped_at_the_classes(
+    runner: CliRunner, gm_home: Path, tmp_path: Path, no_fit: list
+) -> None:
+    from fslcli.config import EpisodeConfig
+
+    res = runner.invoke(app, ["train", "--data-home", str(gm_home), "--steps", "3", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    # Default 24-way 5-shot 5-query; the render has 7 training classes (2 left out for sharing recordings).
+    assert "training on 7 classes in 7-way 5-shot 5-query episodes" in flat(res.stderr)
+    assert "left out of training because they share recordings" in flat(res.stderr)
+    assert no_fit[-1].episode == EpisodeConfig(24, 5, 5)  # capped when episodes are drawn, not in the settings
+    args = ["train", "--data-home", str(gm_home), "--ways", "3", "--shots", "2", "--queries", "4"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "in 3-way 2-shot 4-query episodes" in flat(res.stderr)
+    assert no_fit[-1].episode == EpisodeConfig(3, 2, 4)
+    assert no_fit[-1].split.train_classes is not None and len(no_fit[-1].split.train_classes) == 7
+
+
+def test_train_preset_tutorial(runner: CliRunner, tmp_path: Path, no_fit: list) -> None:
+    from dataclasses import replace
+
+    from conftest import write_folder_dataset
+
+    from fslcli.config import tutorial_preset
+
+    data = write_folder_dataset(tmp_path / "data", per_class=40, seconds=0.1)  # 5 + 20 a class, after validation
+    args = ["train", "--data-dir", str(data), "--preset", "tutorial", "--steps", "3", "--seed", "2"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    config = no_fit[-1]
+    assert config == tutorial_preset(replace(config, train=replace(config.train, optimizer="adamw")))
+    assert (config.train.steps, config.train.seed, config.model.backbone) == (3, 2, "tutorial")
+    assert config.split.train_classes == ("Bright", "Dark", "Noisy")  # folder data keeps its own split
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["settings"]["model"]["backbone"] == "tutorial"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: --preset tutorial replaces the --ways/--shots/--queries given on the command line "
+    "with the tutorial's 5-way 5-shot 20-query",
+)
+def test_train_preset_keeps_the_episode_options_given(
+    runner: CliRunner, folder_data: Path, tmp_path: Path, no_fit: list
+) -> None:
+    from fslcli.config import EpisodeConfig
+
+    args = ["train", "--data-dir", str(folder_data), "--preset", "tutorial", "--ways", "3", "--shots", "2"]
+    res = runner.invoke(app, [*args, "--queries", "3", "--steps", "1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert no_fit[-1].episode == EpisodeConfig(3, 2, 3)
 
 
 # --- eval --------------------------------------------------------------------------------
@@ -130,7 +245,11 @@ def test_eval_json(runner: CliRunner, trained_model: Path) -> None:
     for key in ("mean_accuracy", "ci95_half_width", "episodes", "settings", "checkpoint", "per_class", "confusion"):
         assert key in r, key
     assert r["episodes"] == 20
-    assert r["settings"]["ways"] == 3 and r["settings"]["shots"] == 2 and r["settings"]["queries"] == 3
+    settings = r["settings"]
+    assert set(settings) == {"ways", "shots", "queries", "seed", "group_by", "windows", "dataset", "test_classes"}
+    assert (settings["ways"], settings["shots"], settings["queries"], settings["seed"]) == (3, 2, 3, 0)
+    assert (settings["group_by"], settings["windows"]) == ("source", 1)  # one window from each clip's onset
+    assert settings["dataset"]["kind"] == "tinysol-gm"
     assert r["checkpoint"]["path"] == str(trained_model)
     assert r["checkpoint"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
     classes = r["confusion"]["classes"]
@@ -150,49 +269,51 @@ def test_eval_groups_by_source_and_says_so(runner: CliRunner, trained_model: Pat
     res = runner.invoke(app, ["eval", str(trained_model), "--episodes", "5", *SMALL_EPISODES])
     assert res.exit_code == 0, res.output
     assert "support and query from different recordings" in flat(res.stdout)
-    # The model was trained on this render, whose Viola (test) plays the Violin's (train) samples.
+    # This render's Viola (test) plays the Violin's samples, but training left the Violin out.
+    assert "optimistic" not in res.stderr
+
+
+def test_eval_warns_when_a_test_class_shares_a_training_classes_recordings(
+    runner: CliRunner, trained_model: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    payload = torch.load(trained_model, map_location="cpu", weights_only=True)
+    payload["settings"]["split"]["train_classes"].append("Violin")  # trained with --train-classes ...,Violin
+    model = tmp_path / "model.pt"
+    torch.save(payload, model)
+    res = runner.invoke(app, ["eval", str(model), "--episodes", "2", *SMALL_EPISODES])
+    assert res.exit_code == 0, res.output
     assert "Violin (train) and Viola (test) share" in flat(res.stderr) and "optimistic" in res.stderr
 
 
-def test_eval_shifts_changes_the_embeddings_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
-    shifted = eval_json(runner, trained_model)  # new models average over band shifts -2..2
-    plain = eval_json(runner, trained_model, "--shifts", "0")
-    assert plain["settings"]["eval_shifts"] == 0 and shifted["settings"]["eval_shifts"] == 2
-    assert shifted["episodes"] == plain["episodes"]
-    assert shifted["per_class"] != plain["per_class"] or shifted["confusion"] != plain["confusion"]
-    res = runner.invoke(app, ["eval", str(trained_model), "--shifts", "99"])
-    assert res.exit_code == 1 and "--shifts 99" in res.stderr and "bands" in res.stderr
+@pytest.mark.parametrize(("given", "recorded"), [("3", 3), ("ALL", "all")])
+def test_eval_windows_are_recorded(runner: CliRunner, trained_model: Path, given: str, recorded: object) -> None:
+    r = eval_json(runner, trained_model, "--episodes", "3", "--windows", given)
+    assert r["settings"]["windows"] == recorded
 
 
-def test_eval_pitch_shifts_change_the_embeddings_and_are_reported(runner: CliRunner, trained_model: Path) -> None:
-    pitched = eval_json(runner, trained_model)  # new models also average over pitch shifts -8, -4, 4, 8
-    plain = eval_json(runner, trained_model, "--pitch-shifts", "none")
-    assert pitched["settings"]["eval_pitch_shifts"] == [-8, -4, 4, 8] and plain["settings"]["eval_pitch_shifts"] == []
-    assert pitched["per_class"] != plain["per_class"] or pitched["confusion"] != plain["confusion"]
-    again = eval_json(runner, trained_model, "--pitch-shifts", "-8,-4,4,8")  # the model's own setting, given
-    again.pop("seconds", None), pitched.pop("seconds", None)
-    assert again == pitched
-    for bad, why in (("-4,x", "whole semitones"), ("0,5", "nonzero"), ("24", "-12 to 12")):
-        res = runner.invoke(app, ["eval", str(trained_model), "--pitch-shifts", bad])
-        assert res.exit_code == 1 and f"--pitch-shifts {bad}" in res.stderr and why in res.stderr, res.stderr
+def test_eval_bad_windows_is_one_line(runner: CliRunner, trained_model: Path) -> None:
+    res = runner.invoke(app, ["eval", str(trained_model), "--windows", "0"])
+    assert res.exit_code == 1
+    assert res.stderr.strip() == "error: --windows 0: give a number of windows (1 or more) or 'all'"
 
 
-def test_eval_support_cov_weight_changes_the_scores_and_is_reported(runner: CliRunner, trained_model: Path) -> None:
-    plain = eval_json(runner, trained_model, "--support-cov-weight", "0")
-    adapted = eval_json(runner, trained_model, "--support-cov-weight", "0.5")
-    assert plain["settings"]["support_cov_weight"] == 0.0 and adapted["settings"]["support_cov_weight"] == 0.5
-    assert adapted["per_class"] != plain["per_class"] or adapted["confusion"] != plain["confusion"]
-    # 1-shot episodes have no support covariance to mix in: the same scores either way
-    one_plain = eval_json(runner, trained_model, "--support-cov-weight", "0", "--shots", "1")
-    one_adapted = eval_json(runner, trained_model, "--support-cov-weight", "0.5", "--shots", "1")
-    assert one_plain["per_class"] == one_adapted["per_class"] and one_plain["confusion"] == one_adapted["confusion"]
-    res = runner.invoke(app, ["eval", str(trained_model), "--support-cov-weight", "1"])
-    assert res.exit_code == 1 and "--support-cov-weight 1.0" in res.stderr and "below 1" in res.stderr
+@pytest.fixture
+def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder of bundled models (what this installation ships is not under test)."""
+    from fslcli import models
+
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    monkeypatch.setattr(models, "FOLDER", folder)
+    return folder
 
 
 def test_eval_default_model_is_the_newest_run(
-    runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped: Path
 ) -> None:
+    shutil.copy(trained_model, shipped / "default.pt")  # a run of the user's own comes first
     for name, age in (("old", 1000), ("new", 0), ("older", 2000)):
         (tmp_path / "runs" / name).mkdir(parents=True)
         dst = tmp_path / "runs" / name / "model.pt"
@@ -203,13 +324,24 @@ def test_eval_default_model_is_the_newest_run(
     assert Path(r["checkpoint"]["path"]) == Path("runs/new/model.pt")
 
 
+def test_eval_without_a_run_uses_the_bundled_model_and_says_so(
+    runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped: Path
+) -> None:
+    shutil.copy(trained_model, shipped / "default.pt")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["eval", "--json", "--episodes", "3", *SMALL_EPISODES])
+    assert res.exit_code == 0, res.output
+    assert Path(json.loads(res.stdout)["checkpoint"]["path"]) == shipped / "default.pt"
+    assert "using the model that ships with fslcli (default.pt)" in flat(res.stderr)
+
+
 def test_eval_without_any_model_says_how_to_get_one(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["eval"])
     assert res.exit_code == 1
-    assert "fsl train" in res.stderr and "Traceback" not in res.output
+    assert "fsl train" in res.stderr and "ships none" in flat(res.stderr) and "Traceback" not in res.output
 
 
 def test_eval_table(runner: CliRunner, trained_model: Path) -> None:
@@ -223,51 +355,45 @@ def test_eval_table(runner: CliRunner, trained_model: Path) -> None:
 # --- embed / predict ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
-def test_embed_writes_and_reads_back(
-    runner: CliRunner, trained_model: Path, folder_data: Path, tmp_path: Path, suffix: str
+def test_embed_writes_comparison_space_embeddings(
+    runner: CliRunner, trained_model: Path, folder_data: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / f"emb{suffix}"
-    res = runner.invoke(
-        app,
-        [
-            "embed",
-            str(trained_model),
-            str(folder_data / "Dark"),
-            str(folder_data / "Odd" / "odd_00.wav"),
-            "--out",
-            str(out),
-        ],
-    )
+    out = tmp_path / "emb.npz"
+    inputs = [str(folder_data / "Dark"), str(folder_data / "Odd" / "odd_00.wav")]
+    res = runner.invoke(app, ["embed", str(trained_model), *inputs, "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "Wrote 11 embeddings" in flat(res.stdout)
-    if suffix == ".npz":
-        with np.load(out, allow_pickle=False) as z:
-            emb, paths, labels = z["embeddings"], z["paths"], z["labels"]
-        assert emb.dtype == np.float32 and paths.dtype.kind == labels.dtype.kind == "U"
-    elif suffix == ".csv":
-        with open(out, newline="") as f:
-            rows = list(csv.reader(f))
-        assert rows[0][:3] == ["path", "label", "e0"]
-        paths = np.array([r[0] for r in rows[1:]])
-        labels = np.array([r[1] for r in rows[1:]])
-        emb = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
-    else:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(out).to_pydict()
-        paths, labels = np.array(table.pop("path")), np.array(table.pop("label"))
-        emb = np.stack([np.asarray(table[f"e{k}"]) for k in range(len(table))], axis=1)
-    assert emb.shape == (11, 256) and np.isfinite(emb).all()
+    assert "Wrote 11 embeddings of dimension 256" in flat(res.stdout)
+    with np.load(out, allow_pickle=False) as z:
+        emb, paths, labels = z["embeddings"], z["paths"], z["labels"]
+    assert emb.shape == (11, 256) and emb.dtype == np.float32
+    # in the space the model compares in: whitened to unit length
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert labels.tolist() == ["Dark"] * 10 + ["Odd"]
     assert paths[-1] == str(folder_data / "Odd" / "odd_00.wav")
+
+
+def test_embed_model_is_a_file_a_run_folder_or_the_newest_run(
+    runner: CliRunner, trained_model: Path, folder_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    shutil.copy(trained_model, tmp_path / "runs" / "a" / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    written = {}
+    for name, model in (("file", [str(trained_model)]), ("folder", ["runs/a"]), ("newest", [])):
+        res = runner.invoke(app, ["embed", *model, str(folder_data / "Dark"), "--windows", "1", "--out", f"{name}.npz"])
+        assert res.exit_code == 0, res.output
+        written[name] = np.load(f"{name}.npz")["embeddings"]
+    np.testing.assert_array_equal(written["file"], written["folder"])
+    np.testing.assert_array_equal(written["file"], written["newest"])
+    res = runner.invoke(app, ["embed", str(trained_model), "--out", "x.npz"])
+    assert res.exit_code == 1 and "give audio files or folders after MODEL" in flat(res.stderr)
 
 
 def test_embed_refuses_unknown_suffix(
     runner: CliRunner, trained_model: Path, folder_data: Path, tmp_path: Path
 ) -> None:
     res = runner.invoke(app, ["embed", str(trained_model), str(folder_data), "--out", str(tmp_path / "x.txt")])
-    assert res.exit_code == 1 and "use .npz, .csv or .parquet" in flat(res.stderr)
+    assert res.exit_code == 1 and "unknown format .txt; use .npz, .csv, .parquet" in flat(res.stderr)
     assert not (tmp_path / "x.txt").exists()
 
 
@@ -315,7 +441,7 @@ def test_predict_and_embed_take_onset_windows(
     assert res.exit_code == 0, res.output
     assert np.load(out)["embeddings"].shape[0] == 6
     res = runner.invoke(app, [*args, "--windows", "0"])
-    assert res.exit_code == 2 and "--windows" in res.output
+    assert res.exit_code == 1 and "--windows 0: give a number of windows" in flat(res.stderr)
 
 
 def test_predict_table_and_reject(
@@ -366,22 +492,46 @@ def test_plot_embeddings(runner: CliRunner, trained_model: Path, tmp_path: Path)
 # --- info / cache --------------------------------------------------------------------------
 
 
-def test_info(runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_info(
+    runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped: Path
+) -> None:
     res = runner.invoke(app, ["info", str(trained_model)])
     assert res.exit_code == 0, res.output
     text = flat(res.stdout)
-    assert "fslcli-protonet v1" in text
     assert hashlib.sha256(trained_model.read_bytes()).hexdigest()[:16] in text.replace(" ", "")
-    assert "3-way 2-shot 3 queries" in text and "2 steps" in text
-    # (the cell wraps in an 80-column table)
-    assert "euclidean distance, whitened (shrinkage 0.2, support" in text and "covariance 0.1)" in text
-    assert "1 window(s) per clip" in text
-    assert "pooling global" in text and "mel bands" in text
+    # one row per field (values wrap in an 80-column table; model_info's rows: tests/test_workflows.py)
+    for field, value in (
+        ("trained on", "7 classes: Accordion"),
+        ("tested on", "Bassoon, Viola"),
+        ("training episodes", "up to 3-way, 2-shot, 3-query"),
+        ("model", "conv [32, 64, 128, 256] -> 256, input norm band"),
+        ("compared by", "squared Euclidean distance, embeddings whitened"),
+        ("training", "2 steps, seed 0, adamw lr 0.001"),
+    ):
+        assert re.search(rf"│ {re.escape(field)} +│ {re.escape(value)}", text), field
     (tmp_path / "runs" / "a").mkdir(parents=True)
     shutil.copy(trained_model, tmp_path / "runs" / "a" / "model.pt")
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["info"])
     assert res.exit_code == 0 and "runs/a/model.pt" in res.stdout
+
+
+def test_models_lists_the_bundled_models_then_the_runs(
+    runner: CliRunner, trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped: Path
+) -> None:
+    shutil.copy(trained_model, shipped / "default.pt")
+    for name, age in (("mine", 0), ("broken", 100)):
+        path = tmp_path / "runs" / name / "model.pt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(trained_model.read_bytes() if name == "mine" else b"")
+        os.utime(path, (time.time() - age, time.time() - age))
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == 0, res.output
+    rows = [line.split("│")[1:3] for line in res.stdout.splitlines() if line.startswith("│")]
+    named = [(name.strip(), kind.strip()) for name, kind in rows if name.strip()]
+    assert named == [("default", "bundled"), ("mine", "run"), ("broken", "run")]  # runs newest first
+    assert "unreadable" in res.stdout
 
 
 @pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04broken zip"])
@@ -392,6 +542,34 @@ def test_info_on_a_damaged_file_is_one_line(runner: CliRunner, tmp_path: Path, c
     assert res.exit_code == 1
     assert res.stderr.startswith("error:") and res.stderr.count("\n") == 1
     assert "Traceback" not in res.output
+
+
+BLANK_LINE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a command failing inside cli.progress_bar() prints an empty line before its error "
+    "(rich's Progress renders its empty display on exit)",
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "{missing}"],
+        pytest.param(["eval", "{missing}"], marks=BLANK_LINE_BUG),
+        pytest.param(["embed", "{missing}", "{folder}"], marks=BLANK_LINE_BUG),
+        pytest.param(["predict", "{missing}", "{folder}", "--support", "{folder}"], marks=BLANK_LINE_BUG),
+        pytest.param(["plot-episode", "{missing}"], marks=BLANK_LINE_BUG),
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_failed_command_prints_one_line(runner: CliRunner, tmp_path: Path, args: list[str]) -> None:
+    missing = tmp_path / "missing.pt"
+    res = runner.invoke(app, [a.format(missing=missing, folder=tmp_path) for a in args])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert (
+        res.stderr
+        == f"error: model file {missing} does not exist; train one with `fsl train` or give the path to a model.pt\n"
+    )
 
 
 def test_cache_info_and_clear(runner: CliRunner, folder_data: Path, tmp_path: Path) -> None:
@@ -458,5 +636,5 @@ def test_e2e_eval_json_and_error(trained_model: Path, tmp_path: Path) -> None:
     assert json.loads(res.stdout)["episodes"] == 5
     res = run_fsl("eval", str(tmp_path / "missing.pt"))
     assert res.returncode == 1
-    assert res.stdout == "" and res.stderr.startswith("error:") and "does not exist" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert res.stdout == "" and res.stderr.strip().startswith("error:") and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr  # (the error's one line: test_a_failed_command_prints_one_line)

@@ -179,26 +179,6 @@ def test_a_folder_groups_csv_sets_source_groups(tmp_path: Path) -> None:
         read_folder(root)
 
 
-def test_shared_sample_warning_only_in_the_training_font(tmp_path: Path) -> None:
-    import json
-
-    from fslcli.datasets import DataSource
-    from fslcli.workflows import shared_sample_warning
-
-    home = tmp_path / "gm"
-    home.mkdir()
-    report = {"soundfont_sha256": "abc", "shared": [{"instruments": ["Violin", "Viola"], "samples": ["Violin C4 [1]"]}]}
-    (home / "render_report.json").write_text(json.dumps(report))
-    source = DataSource("tinysol-gm", home)
-    train, test = ["Violin", "Flute"], ["Viola", "Bassoon"]
-    line = shared_sample_warning(source, source, {"soundfont_sha256": "abc"}, train, test)
-    assert line is not None and "Violin (train) and Viola (test) share 1 sample" in line and "optimistic" in line
-    # Another font (the model never heard its violin), other classes, or other data: nothing to say.
-    assert shared_sample_warning(source, source, {"soundfont_sha256": "other"}, train, test) is None
-    assert shared_sample_warning(source, source, {"soundfont_sha256": "abc"}, ["Flute"], test) is None
-    assert shared_sample_warning(DataSource("folder", home), source, {}, train, test) is None
-
-
 def test_training_classes_leave_out_those_sharing_recordings_with_held_out_ones() -> None:
     from fslcli.datasets.provenance import SharedPair
     from fslcli.splits import resolve_split

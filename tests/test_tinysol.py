@@ -22,7 +22,8 @@ from tinysol_fixture import (
 
 from fslcli.datasets import mirdata_index
 from fslcli.datasets.mirdata_index import index_path
-from fslcli.datasets.tinysol import download_tinysol, read_tinysol
+from fslcli.datasets.tinysol import read_tinysol
+from fslcli.datasets.tinysol_download import download_tinysol
 from fslcli.errors import DataError, DownloadError
 
 ZENODO = "https://zenodo.org/record/3685367/files"
@@ -326,7 +327,7 @@ def test_unsafe_archive_member_is_refused(home, monkeypatch, packed, member):
 def test_default_urls_are_mirdatas_zenodo_urls(home, monkeypatch):
     from urllib.error import URLError
 
-    from fslcli.datasets import tinysol
+    from fslcli.datasets import tinysol_download
 
     monkeypatch.delenv("FSL_TINYSOL_URL", raising=False)
     asked: list[str] = []
@@ -335,7 +336,7 @@ def test_default_urls_are_mirdatas_zenodo_urls(home, monkeypatch):
         asked.append(request.full_url)
         raise URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(tinysol, "urlopen", no_network)
+    monkeypatch.setattr(tinysol_download, "urlopen", no_network)
     with pytest.raises(DownloadError, match=r"^Could not reach Zenodo \(https://zenodo\.org/"):
         download_tinysol(home)
     assert asked == [md_tinysol.INDEXES["6.0"].remote.url]

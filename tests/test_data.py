@@ -1,0 +1,72 @@
+"""A data source made ready for a command: read, cached, split into pools, and what its
+provenance says about recordings shared between classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fslcli.config import SplitConfig
+from fslcli.data import prepare, shared_pairs_of, shared_sample_warning
+from fslcli.datasets import DataSource
+from fslcli.errors import DataError
+
+
+def test_a_render_leaves_out_training_classes_that_share_test_recordings(gm_home: Path, tmp_path: Path) -> None:
+    source = DataSource("tinysol-gm", gm_home)
+    prep = prepare(source, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
+    # TimGM6mb's Viola plays the Violin's samples and its Bass Tuba the French Horn's (test: Viola, Bass Tuba).
+    assert prep.split.train_classes is not None and not {"Violin", "French Horn"} & set(prep.split.train_classes)
+    assert any("left out of training" in n and "French Horn, Violin" in n for n in prep.notices)
+    assert list(prep.pools.train) == list(prep.split.train_classes)
+    assert list(prep.pools.test) == list(SplitConfig().test_classes)
+    assert prep.cache_built and len(prep.cache) == 14 * 5 * 3 and prep.skipped == []
+    again = prepare(source, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
+    assert not again.cache_built and again.split == prep.split  # the cache is reused
+    font, pairs = shared_pairs_of(source)
+    assert font is not None and {frozenset((p.first, p.second)) for p in pairs} >= {
+        frozenset(("Violin", "Viola")),
+        frozenset(("French Horn", "Bass Tuba")),
+    }
+
+
+def test_given_training_classes_are_kept(gm_home: Path, tmp_path: Path) -> None:
+    split = SplitConfig(train_classes=("Violin", "Flute"), test_classes=("Viola", "Oboe"))
+    prep = prepare(DataSource("tinysol-gm", gm_home), split, sample_rate=16_000, cache_dir=tmp_path / "cache")
+    assert prep.split == split and list(prep.pools.train) == ["Violin", "Flute"] and prep.notices == ()
+
+
+def test_folder_data_gets_a_split_of_its_own_classes(folder_data: Path, tmp_path: Path) -> None:
+    source = DataSource("folder", folder_data)
+    prep = prepare(source, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache", adapt_split=True)
+    assert prep.split.train_classes == ("Bright", "Dark", "Noisy") and prep.split.test_classes == ("Odd",)
+    assert shared_pairs_of(source) == (None, [])
+    with pytest.raises(DataError, match="--test-classes: 'Bassoon'"):  # TinySOL's classes are not there
+        prepare(source, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
+
+
+def test_no_usable_audio_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "d" / "A").mkdir(parents=True)
+    (tmp_path / "d" / "A" / "x.wav").write_bytes(b"not audio")
+    with pytest.raises(DataError, match=r"no usable audio in .* \(1 files skipped\)"):
+        prepare(DataSource("folder", tmp_path / "d"), SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "c")
+
+
+def test_shared_sample_warning_only_in_the_training_font(tmp_path: Path) -> None:
+    home = tmp_path / "gm"
+    home.mkdir()
+    report = {"soundfont_sha256": "abc", "shared": [{"instruments": ["Violin", "Viola"], "samples": ["Violin C4 [1]"]}]}
+    (home / "render_report.json").write_text(json.dumps(report))
+    source = DataSource("tinysol-gm", home)
+    train, test = ["Violin", "Flute"], ["Viola", "Bassoon"]
+    line = shared_sample_warning(source, source, "abc", train, test)
+    assert line is not None and "Violin (train) and Viola (test) share 1 sample" in line and "optimistic" in line
+    # A model file that records no font: the same data is taken as the same font.
+    assert shared_sample_warning(source, source, None, train, test) == line
+    # Another font (the model never heard its violin), other classes, or other data: nothing to say.
+    assert shared_sample_warning(source, source, "other", train, test) is None
+    assert shared_sample_warning(source, DataSource("tinysol-gm", tmp_path / "x"), None, train, test) is None
+    assert shared_sample_warning(source, source, "abc", ["Flute"], test) is None
+    assert shared_sample_warning(DataSource("folder", home), source, None, train, test) is None
