@@ -133,7 +133,8 @@ def _root(
 
 @contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on standard error; yields ``update(description, done, total)``."""
+    """A rich progress bar on standard error, shown from its first update; yields
+    ``update(description, done, total)``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -157,12 +158,17 @@ def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None
     tasks: dict[str, Any] = {}
 
     def update(description: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()
         if description not in tasks:
             tasks[description] = bars.add_task(description, total=total)
         bars.update(tasks[description], completed=done, total=total)
 
-    with bars:
+    try:
         yield update
+    finally:
+        if tasks:
+            bars.stop()
 
 
 def _note(line: str) -> None:
@@ -366,14 +372,28 @@ _TRAIN = TrainConfig()
 @handle_errors
 def train(
     ways: Annotated[
-        int, typer.Option("--ways", min=2, help="Classes per training episode (at most the training classes).")
-    ] = TRAIN_EPISODE.ways,
+        int | None,
+        typer.Option(
+            "--ways",
+            min=2,
+            help=f"Classes per training episode, at most the training classes (default {TRAIN_EPISODE.ways}; "
+            "the tutorial preset's 5).",
+        ),
+    ] = None,
     shots: Annotated[
-        int, typer.Option("--shots", min=1, help="Support clips per class in training episodes.")
-    ] = TRAIN_EPISODE.shots,
+        int | None,
+        typer.Option(
+            "--shots", min=1, help=f"Support clips per class in training episodes (default {TRAIN_EPISODE.shots})."
+        ),
+    ] = None,
     queries: Annotated[
-        int, typer.Option("--queries", min=1, help="Query clips per class in training episodes.")
-    ] = TRAIN_EPISODE.queries,
+        int | None,
+        typer.Option(
+            "--queries",
+            min=1,
+            help=f"Query clips per class in training episodes (default {TRAIN_EPISODE.queries}; the tutorial preset's 20).",
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = _TRAIN.steps,
     seed: SeedOpt = 0,
     preset: Annotated[
@@ -425,7 +445,7 @@ def train(
     """Train a Prototypical Network episodically; writes RUN_DIR/model.pt (best by validation accuracy)."""
     from dataclasses import replace
 
-    from fslcli.config import PRESETS, EpisodeConfig, RunConfig, SplitConfig
+    from fslcli.config import PRESETS, RunConfig, SplitConfig
     from fslcli.workflows import check_run_dir, load_run_file
 
     is_child = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
@@ -436,7 +456,6 @@ def train(
     else:
         source = _source(dataset, data_home, data_dir).resolve()
         base = RunConfig(
-            episode=EpisodeConfig(ways=ways, shots=shots, queries=queries),
             train=replace(
                 _TRAIN, steps=steps, seed=seed, learning_rate=lr, val_every=min(val_every, steps),
                 val_episodes=val_episodes, accelerator=accelerator.value, devices=devices, num_nodes=num_nodes,
@@ -450,6 +469,8 @@ def train(
             ),
         )  # fmt: skip
         config = PRESETS[preset.value](base)
+        given = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
+        config = replace(config, episode=replace(config.episode, **given))
         env_dir = os.environ.get("FSL_RUN_DIR")
         run_dir = Path(env_dir) if is_child and env_dir else out_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         if not is_child:

@@ -173,8 +173,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Rebuild from :meth:`to_dict` output; a missing part takes its defaults."""
-        return cls(**{name: from_dict(kind, data.get(name, {})) for name, kind in PARTS.items()})
+        """Rebuild from :meth:`to_dict` output; a missing part takes ``RunConfig()``'s."""
+        defaults = cls()
+        return cls(
+            **{
+                name: from_dict(kind, data[name]) if name in data else getattr(defaults, name)
+                for name, kind in PARTS.items()
+            }
+        )
 
 
 def tutorial_preset(base: RunConfig = RunConfig()) -> RunConfig:

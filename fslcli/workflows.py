@@ -156,13 +156,17 @@ def train(
     config = replace(config, split=prep.split)
     for line in prep.notices:
         report(line)
+    for path, reason in prep.skipped[:10]:
+        report(f"skipped {path}: {' '.join(reason.split())}")
+    if prep.skipped:
+        report(f"{len(prep.skipped)} file(s) skipped (unreadable or missing)")
     shape = train_episode_config(config, len(prep.pools.train))
     report(
         f"Data: {source.describe()}: {len(prep.cache)} clips; training on {len(prep.pools.train)} classes in "
         f"{shape.ways}-way {shape.shots}-shot {shape.queries}-query episodes; validation on {prep.pools.val_description}"
     )
     # Refused here, the run folder is not created: the same command works once fixed.
-    preflight(config, prep.pools.train, prep.pools.val)
+    preflight(config, prep.pools.train, prep.pools.val, groups=prep.pools.groups)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -458,14 +462,15 @@ def list_models(runs_dir: Path = Path("runs")) -> list[ModelEntry]:
     entries = []
     for path, kind in [(p, "bundled") for p in bundled()] + [(p, "run") for p in runs]:
         try:
-            meta = read_payload(path).get("meta", {})
+            payload = read_payload(path)
         except FslError as exc:
             entries.append(
                 ModelEntry(path.stem if kind == "bundled" else path.parent.name, path, kind, f"unreadable: {exc}", "-")
             )
             continue
+        meta = payload.get("meta", {})
         recipe = meta.get("recipe", {})
-        trained = recipe.get("data") or f"{meta.get('train_classes', '?')} classes"
+        trained = recipe.get("data") or f"{payload['source']['kind']}: {len(payload['splits']['train'])} classes"
         figures = meta.get("held_out", {})
         held = "; ".join(f"{lib} {f['5-shot']:.3f}/{f['1-shot']:.3f}" for lib, f in figures.items()) or "-"
         entries.append(ModelEntry(path.stem if kind == "bundled" else path.parent.name, path, kind, str(trained), held))

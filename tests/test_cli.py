@@ -97,7 +97,6 @@ def test_download_tinysol_gm_renders_every_gm_sound_or_tinysols_only(
     assert len(INSTRUMENTS) == 14 and len(ALL_INSTRUMENTS) > 100
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a finished render is never reused (see test_tinysol_gm)")
 def test_download_again_reuses_the_render(runner: CliRunner, tmp_path: Path, tiny_render: list) -> None:
     args = ["download", "tinysol-gm", "--tinysol-only", "--data-home", str(tmp_path / "gm")]
     assert runner.invoke(app, args).exit_code == 0
@@ -213,11 +212,6 @@ def test_train_preset_tutorial(runner: CliRunner, tmp_path: Path, no_fit: list) 
     assert saved["settings"]["model"]["backbone"] == "tutorial"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: --preset tutorial replaces the --ways/--shots/--queries given on the command line "
-    "with the tutorial's 5-way 5-shot 20-query",
-)
 def test_train_preset_keeps_the_episode_options_given(
     runner: CliRunner, folder_data: Path, tmp_path: Path, no_fit: list
 ) -> None:
@@ -544,21 +538,14 @@ def test_info_on_a_damaged_file_is_one_line(runner: CliRunner, tmp_path: Path, c
     assert "Traceback" not in res.output
 
 
-BLANK_LINE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a command failing inside cli.progress_bar() prints an empty line before its error "
-    "(rich's Progress renders its empty display on exit)",
-)
-
-
 @pytest.mark.parametrize(
     "args",
     [
         ["info", "{missing}"],
-        pytest.param(["eval", "{missing}"], marks=BLANK_LINE_BUG),
-        pytest.param(["embed", "{missing}", "{folder}"], marks=BLANK_LINE_BUG),
-        pytest.param(["predict", "{missing}", "{folder}", "--support", "{folder}"], marks=BLANK_LINE_BUG),
-        pytest.param(["plot-episode", "{missing}"], marks=BLANK_LINE_BUG),
+        ["eval", "{missing}"],
+        ["embed", "{missing}", "{folder}"],
+        ["predict", "{missing}", "{folder}", "--support", "{folder}"],
+        ["plot-episode", "{missing}"],
     ],
     ids=lambda a: a[0],
 )

@@ -77,11 +77,6 @@ def test_missing_keys_and_parts_take_their_defaults() -> None:
     assert back.train == TrainConfig()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: RunConfig.from_dict fills a missing 'episode' part from EpisodeConfig() (5-way 5-shot "
-    "15-query), not from RunConfig's default TRAIN_EPISODE (24-way 5-shot 5-query)",
-)
 def test_an_empty_dict_is_the_default_run() -> None:
     assert RunConfig.from_dict({}) == RunConfig()
 

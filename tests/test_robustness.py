@@ -227,11 +227,6 @@ def assert_bad_files_reported(output: str) -> None:
     [
         pytest.param(
             "train",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="product bug: fsl train no longer names or counts the files it skipped "
-                "(workflows.train drops Prepared.skipped)",
-            ),
         ),
         "eval",
         "embed",
@@ -399,12 +394,6 @@ def test_impossible_training_is_refused_before_work(tmp_path, monkeypatch, bad_f
     assert not run_dir.exists()  # refused before the run folder was made: the same command works once fixed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the validation shape ignores source groups, so on held-out classes with few groups "
-    "validation fails in fit, after the run folder was made, telling the user to lower --shots/--queries "
-    "(which shape training episodes)",
-)
 def test_validation_that_source_groups_cannot_fill_is_refused_before_the_run_folder(tmp_path, gm_home):
     run_dir = tmp_path / "run"
     classes = ["--val-classes", "Cello,Oboe", "--test-classes", "Bassoon,Viola,Trumpet in C"]

@@ -41,14 +41,6 @@ VIOLIN = BY_NAME["Violin"]
 # A one-instrument, low-rate render for tests that only need *a* render.
 TINY = {"instruments": (VIOLIN,), "max_notes_per_instrument": 1, "sample_rate": 8_000}
 
-#: Product bug, not fixed here: the render settings compared with a finished render's marker hold
-#: each instrument's ``kits`` as a tuple (dataclasses.asdict), the marker read back from JSON a
-#: list, so they never compare equal: a complete render is never reused, and a second
-#: `fsl download tinysol-gm` without --force is refused as "different settings".
-RENDER_REUSE_BUG = pytest.mark.xfail(
-    strict=True, raises=DownloadError, reason="tinysol_gm compares a tuple 'kits' with the marker's JSON list"
-)
-
 
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (audio, CSV, index, marker), by relative path."""
@@ -266,7 +258,6 @@ def test_instrument_with_no_audible_note_is_an_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the partial render is gone too
 
 
-@RENDER_REUSE_BUG
 def test_second_call_reuses_a_complete_render(rendered: RenderReport) -> None:
     before = {p: p.stat().st_mtime_ns for p in rendered.data_home.rglob("*")}
     calls: list[tuple[int, int]] = []
@@ -368,7 +359,6 @@ def test_a_render_without_provenance_falls_back_to_notes(tmp_path: Path) -> None
     assert len({c.group for c in read.clips}) == 3
 
 
-@RENDER_REUSE_BUG
 def test_an_older_renderers_output_is_replaced_without_force(tmp_path: Path) -> None:
     home = tmp_path / "gm"
     render_tinysol_gm(home, **TINY)

@@ -76,15 +76,10 @@ def test_list_models_bundled_first_then_runs_newest_first(tmp_path: Path, monkey
     assert entries[1].held_out == "-"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: list_models reads meta['train_classes'], which fit never writes, so every run is "
-    "listed as trained on '? classes'",
-)
 def test_list_models_says_how_many_classes_a_run_trained_on(tmp_path: Path) -> None:
     write_model(tmp_path / "runs" / "mine" / "model.pt")
     (entry,) = [e for e in list_models(tmp_path / "runs") if e.kind == "run"]
-    assert entry.trained_on == "3 classes"
+    assert entry.trained_on == "folder: 3 classes"  # its data source kind and its training classes
 
 
 def test_check_run_dir(tmp_path: Path) -> None:

@@ -185,14 +185,19 @@ def render_tinysol_gm(
     _check_arguments(seed, instruments, max_notes_per_instrument, sample_rate)
     font_path = Path(soundfont) if soundfont is not None else default_soundfont()
     font_bytes = _read_font(font_path)
-    settings = {
-        "renderer_version": RENDERER_VERSION,
-        "soundfont_sha256": hashlib.sha256(font_bytes).hexdigest(),
-        "seed": int(seed),
-        "sample_rate": int(sample_rate),
-        "max_notes_per_instrument": max_notes_per_instrument,
-        "instruments": [asdict(inst) for inst in instruments],
-    }
+    # Through JSON, as the marker stores them, so a finished render compares equal (tuples become lists).
+    settings = json.loads(
+        json.dumps(
+            {
+                "renderer_version": RENDERER_VERSION,
+                "soundfont_sha256": hashlib.sha256(font_bytes).hexdigest(),
+                "seed": int(seed),
+                "sample_rate": int(sample_rate),
+                "max_notes_per_instrument": max_notes_per_instrument,
+                "instruments": [asdict(inst) for inst in instruments],
+            }
+        )
+    )
 
     # Resolved so a symlinked data home is rendered next to its target and swapped there.
     data_home = Path(data_home).expanduser().resolve()

@@ -86,7 +86,7 @@ def resolve_accelerator(accelerator: str, precision: str) -> str:
     return acc
 
 
-def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
+def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool, *, groups: np.ndarray | None = None) -> str:
     """Refuse what training could not do (optimizer, device, precision, episode shapes) before
     any work starts; returns the device Lightning will use."""
     if config.train.optimizer not in OPTIMIZERS:
@@ -99,7 +99,7 @@ def preflight(config: RunConfig, train_pool: Pool, val_pool: Pool) -> str:
         )
     check_pool(train_pool, train_episode_config(config, len(train_pool)), what="training episodes")
     if config.split.val_classes:
-        val_episode_config(val_pool)
+        val_episode_config(val_pool, groups)
     else:
         split_val_config(train_pool, val_pool)
     return accelerator
@@ -177,7 +177,7 @@ def fit(
     quiet_lightning()
     from fslcli.checkpoint import save_model
 
-    accelerator = preflight(config, train_pool, val_pool)
+    accelerator = preflight(config, train_pool, val_pool, groups=groups)
     val = make_val_data(cache, config, train_pool=train_pool, val_pool=val_pool, groups=groups)
     lit = ProtoLit(config, cache, train_pool, val)
     best, last = _checkpoints(run_dir / "checkpoints")

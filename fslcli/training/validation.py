@@ -17,7 +17,15 @@ import numpy as np
 
 from fslcli.config import EpisodeConfig, RunConfig
 from fslcli.embedding import cached_windows
-from fslcli.episodes import VAL_STREAM, Episode, Pool, draw_episodes, episode_rng, sample_split_episode
+from fslcli.episodes import (
+    VAL_STREAM,
+    Episode,
+    Pool,
+    draw_episodes,
+    episode_rng,
+    groups_can_split,
+    sample_split_episode,
+)
 from fslcli.errors import EpisodeError
 from fslcli.features import WaveCache
 
@@ -76,7 +84,7 @@ def make_val_data(
     calib = subset(train_pool, center_clips_per_class(len(train_pool)), rng)
     n, seed = config.train.val_episodes, config.train.seed
     if config.split.val_classes:
-        cfg = val_episode_config(pool)
+        cfg = val_episode_config(pool, groups)
         episodes = draw_episodes(pool, cfg, n, seed, VAL_STREAM, groups=groups, what="validation episodes")
     else:
         cfg = split_val_config(calib, pool)
@@ -91,18 +99,25 @@ def make_val_data(
     return ValData(wins, owners, ids, episodes, rows, labels)
 
 
-def val_episode_config(pool: Pool) -> EpisodeConfig:
-    """Episodes among held-out classes: :data:`VAL_EPISODE`, smaller where the data is small."""
+def val_episode_config(pool: Pool, groups: np.ndarray | None = None) -> EpisodeConfig:
+    """Episodes among held-out classes: :data:`VAL_EPISODE`, smaller where the data is small, and
+    with ``groups``, small enough that each class's support and queries come from different groups."""
     ways = min(VAL_EPISODE.ways, len(pool))
     smallest = min((len(v) for v in pool.values()), default=0)
-    if ways < 2 or smallest < 2:
-        raise EpisodeError(
-            f"validation needs at least 2 classes with 2 held-out clips each; found {len(pool)} classes, the smallest with "
-            f"{smallest} clips ({', '.join(f'{k}: {len(v)}' for k, v in pool.items())}); add recordings or hold out "
-            "whole classes with --val-classes"
-        )
-    shots = min(VAL_EPISODE.shots, smallest - 1)
-    return EpisodeConfig(ways=ways, shots=shots, queries=max(1, min(VAL_EPISODE.queries, smallest - shots)))
+    if ways >= 2 and smallest >= 2:
+        shots = min(VAL_EPISODE.shots, smallest - 1)
+        queries = max(1, min(VAL_EPISODE.queries, smallest - shots))
+        while groups is not None and not all(groups_can_split(groups[ids], shots, queries) for ids in pool.values()):
+            if queries == 1 and shots == 1:
+                break
+            shots, queries = (shots - 1, queries) if shots >= queries and shots > 1 else (shots, queries - 1)
+        else:
+            return EpisodeConfig(ways=ways, shots=shots, queries=queries)
+    raise EpisodeError(
+        f"validation needs at least 2 held-out classes with 2 clips each from different source groups; found "
+        f"{len(pool)} ({', '.join(f'{k}: {len(v)} clips' for k, v in pool.items())}); choose other --val-classes, "
+        "or leave --val-classes out to validate on held-out recordings of the training classes"
+    )
 
 
 def split_val_config(support: Pool, query: Pool) -> EpisodeConfig:
