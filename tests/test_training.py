@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from fslcli.checkpoint import load_model
 from fslcli.cli import app
 from fslcli.config import AudioConfig, AugmentConfig, EpisodeConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
-from fslcli.episodes import TRAIN_STREAM, VAL_STREAM, episode_rng, make_pool, sample_episode
+from fslcli.episodes import TRAIN_STREAM, VAL_STREAM, episode_rng, groups_can_split, make_pool, sample_episode
 from fslcli.errors import EpisodeError, FslError
 from fslcli.training.dataset import BlockSampler, EpisodeDataset, episode_batch
 from fslcli.training.fit import preflight, read_history, resolve_accelerator
@@ -175,8 +175,18 @@ def test_val_episode_config_shrinks_to_held_out_classes(sizes: dict, expected: E
 
 
 def test_val_episode_config_refuses_too_little_data() -> None:
-    with pytest.raises(EpisodeError, match=r"at least 2 classes with 2 held-out clips.*a: 1"):
+    with pytest.raises(EpisodeError, match=r"at least 2 held-out classes with 2 clips.*a: 1 clips"):
         val_episode_config({"a": np.arange(1), "b": np.arange(5)})
+
+
+def test_val_episode_config_shrinks_until_groups_can_split() -> None:
+    pool = {"a": np.arange(0, 12), "b": np.arange(12, 24)}
+    # a: groups of 8 and 4 clips; b: 6 and 6. 5 shots + 7 queries from different groups cannot be drawn.
+    groups = np.array([0] * 8 + [1] * 4 + [2] * 6 + [3] * 6)
+    cfg = val_episode_config(pool, groups)
+    assert cfg.ways == 2 and (cfg.shots, cfg.queries) < (5, 7)  # smaller than the shape the clips allow ungrouped
+    assert all(groups_can_split(groups[ids], cfg.shots, cfg.queries) for ids in pool.values())
+    assert val_episode_config(pool) == EpisodeConfig(ways=2, shots=5, queries=7)  # ungrouped: the full shape
 
 
 def test_split_val_config_shrinks_to_both_pools() -> None:
