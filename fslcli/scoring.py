@@ -72,10 +72,10 @@ def score_episodes(
         qry = torch.as_tensor([[position[int(c)] for c in ep.query.reshape(-1)] for ep in chunk])
         logits = compare(net, emb[sup], labels, emb[qry], ways).logits.float().cpu()  # (E, ways * queries, ways)
         pred = logits.argmax(dim=-1)
-        acc.append((pred == target).float().mean(dim=1))
+        acc.append((pred.numpy() == target.numpy()).mean(axis=1))  # float64, as the mean's CI needs
         loss.append(-torch.log_softmax(logits, dim=-1)[:, torch.arange(len(target)), target].mean(dim=1))
         preds.append(pred)
     pred_all = torch.cat(preds).numpy()
     true_names = [[ep.classes[int(t)] for t in target] for ep in episodes]
     pred_names = [[ep.classes[int(p)] for p in row] for ep, row in zip(episodes, pred_all, strict=True)]
-    return EpisodeScores(torch.cat(acc).numpy(), torch.cat(loss).numpy(), true_names, pred_names)
+    return EpisodeScores(np.concatenate(acc), torch.cat(loss).numpy(), true_names, pred_names)
