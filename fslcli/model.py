@@ -238,10 +238,32 @@ class ProtoNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Network input ``(batch, 1, n_mels, frames)`` -> backbone embeddings ``(batch, dim)``."""
-        h = self.body(x.contiguous(memory_format=torch.channels_last))
+        body = self.body if self.training or self.config.backbone != "conv" else self._folded_body()
+        h = body(x.contiguous(memory_format=torch.channels_last))
         if self.config.backbone == "tutorial":
             return h.mean(dim=(2, 3))
         return self.head(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+
+    def _folded_body(self) -> nn.Module:
+        """The body with each BatchNorm folded into its convolution: in eval mode the same function
+        (to float rounding), about a third cheaper on CPUs. Rebuilt when the weights have changed
+        since (their in-place version counters say so)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        key = tuple(p._version for p in self.body.parameters()) + tuple(b._version for b in self.body.buffers())
+        cached = self.__dict__.get("_folded")
+        if (
+            cached is None
+            or cached[0] != key
+            or next(cached[1].parameters()).device != next(self.body.parameters()).device
+        ):
+            blocks = [
+                nn.Sequential(fuse_conv_bn_eval(b.net[0], b.net[1]), b.net[2], b.net[3])
+                for b in self.body  # type: ignore[index]
+            ]
+            folded = nn.Sequential(*blocks).to(memory_format=torch.channels_last).eval()
+            self.__dict__["_folded"] = cached = (key, folded)
+        return cached[1]
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> backbone embeddings ``(batch, dim)`` (before :meth:`finish`)."""

@@ -363,3 +363,21 @@ def test_support_cov_weight_outside_0_to_1_is_refused(weight: float) -> None:
 def test_whiten_shrinkage_outside_0_to_1_is_refused(shrinkage: float) -> None:
     with pytest.raises(ValueError, match=f"whiten_shrinkage {shrinkage}"):
         tiny(whiten_shrinkage=shrinkage)
+
+
+def test_eval_folds_batchnorm_into_the_convolutions_without_changing_the_function() -> None:
+    torch.manual_seed(0)
+    net = ProtoNet(AudioConfig(excerpt_seconds=0.25, n_mels=32), ModelConfig(channels=(4, 8), embedding_dim=16))
+    waves = torch.randn(6, 4000)
+    net.train()
+    net.embed(waves)  # BatchNorm statistics away from their initial values
+
+    def unfolded() -> torch.Tensor:
+        h = net.body(net.normalize(net.logmel(waves)).contiguous(memory_format=torch.channels_last))
+        return net.head(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net.embed(waves), unfolded(), rtol=1e-5, atol=1e-6)
+        net.body[0].net[0].weight.mul_(2.0)  # new weights: the folded body is rebuilt
+        torch.testing.assert_close(net.embed(waves), unfolded(), rtol=1e-5, atol=1e-6)
