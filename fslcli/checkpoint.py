@@ -167,21 +167,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
 
 
-#: Settings that model files of earlier versions carry and this one no longer has, each with the
-#: value this version computes the same way; a file with another value is refused. Training-only
-#: parts (augmentation, optimiser) say how a model was made, not how it computes: dropped as they are.
-RETIRED_SETTINGS: dict[str, dict[str, object]] = {
-    "audio": {"f_min": 0.0, "f_max": None, "frequency_scale": "mel"},
-    "model": {
-        "members": 1,
-        "distance": "euclidean",
-        "pooling": "global",
-        "dropout": 0.0,
-        "eval_shifts": 0,
-        "eval_pitch_shifts": [],
-    },
-}
-_TRAINING_ONLY = ("augment", "train", "episode")
 #: Parts whose every setting a model file must hold: the ones that decide how it computes.
 _REQUIRED_PARTS = ("audio", "model")
 
@@ -190,33 +175,20 @@ def settings_config(settings: dict[str, Any]) -> RunConfig:
     """The run settings of a model file as a :class:`RunConfig`.
 
     Raises:
-        ValueError: the file was written by another version whose model this one would not
-            compute the same way (a setting it lacks, or a retired setting not at its one value).
+        ValueError: the file was written by another version of fslcli: a part or setting this
+            version does not have, or a setting of how the model computes missing.
     """
-    parts = {}
-    for name, data in settings.items():
-        if name == "eval_windows":
-            if data != 1:
-                raise ValueError(f"eval_windows {data} (this version evaluates from one window per clip)")
-            continue
-        if not isinstance(data, dict):
+    unknown = sorted(set(settings) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown settings {', '.join(unknown)}")
+    for name, part in settings.items():
+        if not isinstance(part, dict):
             raise ValueError(f"its {name!r} settings are not a table")
-        fields = {f.name for f in dataclasses.fields(PARTS[name])} if name in PARTS else set()
-        kept = {k: v for k, v in data.items() if k in fields}
-        for key in set(data) - fields:
-            if name in _TRAINING_ONLY:
-                continue
-            expected = RETIRED_SETTINGS.get(name, {}).get(key, _UNKNOWN)
-            if expected is _UNKNOWN or data[key] != expected:
-                raise ValueError(f"{name} setting {key}={data[key]!r}, which this version does not have")
-        missing = fields - set(data)
-        if name in _REQUIRED_PARTS and missing:
-            raise ValueError(f"no {name} setting {', '.join(sorted(missing))} (written by an older fslcli)")
-        parts[name] = kept
-    return RunConfig.from_dict(parts)
-
-
-_UNKNOWN = object()
+    for name in _REQUIRED_PARTS:
+        missing = {f.name for f in dataclasses.fields(PARTS[name])} - set(settings.get(name, {}))
+        if missing:
+            raise ValueError(f"no {name} setting {', '.join(sorted(missing))}")
+    return RunConfig.from_dict(settings)
 
 
 def load_model(path: Path) -> LoadedModel:
