@@ -112,10 +112,7 @@ class AugmentConfig:
     freq_mask_bins: int = 12
     #: Each excerpt read as if played up to this many semitones higher or lower (uniformly drawn;
     #: partials and formants move together, as when a sampler transposes a note). 0: off.
-    pitch_semitones: float = 0.0
-    #: Probability that an excerpt passes through a simulated recording chain: a room, a
-    #: microphone's EQ, compression or saturation, background noise (:mod:`fslcli.training.augment`).
-    chain: float = 0.0
+    pitch_semitones: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +193,9 @@ def tutorial_preset(base: RunConfig = RunConfig()) -> RunConfig:
             backbone="tutorial", channels=(32, 64, 128, 256, 512), input_norm="none", embedding_norm="none"
         ),
         episode=EpisodeConfig(ways=5, shots=5, queries=20),
-        augment=AugmentConfig(gain_db=0.0, eq_db=0.0, max_shift_bins=0, spec_time_masks=0, spec_freq_masks=0),
+        augment=AugmentConfig(
+            gain_db=0.0, eq_db=0.0, max_shift_bins=0, spec_time_masks=0, spec_freq_masks=0, pitch_semitones=0.0
+        ),
         train=replace(base.train, optimizer="adam", learning_rate=1e-3),
     )
 

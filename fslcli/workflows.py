@@ -531,5 +531,5 @@ def _augmentation(config: RunConfig) -> str:
     parts += [f"EQ ±{a.eq_db:g} dB"] if a.eq_db else []
     parts += [f"band shifts ±{a.max_shift_bins}"] if a.max_shift_bins else []
     parts += ["SpecAugment masks"] if a.spec_time_masks or a.spec_freq_masks else []
-    parts += [f"recording chain on {a.chain:.0%} of excerpts"] if a.chain else []
+    parts += [f"pitch warps ±{a.pitch_semitones:g} semitones"] if a.pitch_semitones else []
     return ", ".join(parts) or "none (random crops only)"

@@ -30,7 +30,7 @@ def custom_run() -> RunConfig:
             backbone="tutorial", channels=(8, 16), embedding_dim=32, input_norm="none", embedding_norm="none"
         ),
         episode=EpisodeConfig(ways=3, shots=2, queries=4),
-        augment=AugmentConfig(gain_db=0.0, chain=0.5, pitch_semitones=2.0),
+        augment=AugmentConfig(gain_db=0.0, pitch_semitones=2.0),
         train=TrainConfig(steps=7, seed=3, val_every=2, optimizer="adam"),
         split=SplitConfig(train_classes=("A", "B"), test_classes=("C",), val_classes=("D",), val_fold=1),
     )
@@ -102,8 +102,9 @@ def test_training_episodes_default_to_24_way_5_shot_5_query() -> None:
     assert RunConfig().episode == TRAIN_EPISODE == EpisodeConfig(ways=24, shots=5, queries=5)
 
 
-def test_new_settings_are_off_by_default() -> None:
-    assert AugmentConfig().chain == 0.0 and AugmentConfig().pitch_semitones == 0.0
+def test_pitch_warps_are_on_by_default_and_off_in_the_tutorial_preset() -> None:
+    assert AugmentConfig().pitch_semitones == 8.0
+    assert tutorial_preset().augment.pitch_semitones == 0.0
 
 
 def test_tutorial_preset_is_the_tutorial_and_keeps_the_runs_own_settings() -> None:

@@ -6,8 +6,6 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -26,7 +24,6 @@ def episode_batch(
     rng: np.random.Generator,
     n_mels: int,
     n_frames: int,
-    chain: Any = None,
 ) -> dict[str, torch.Tensor]:
     """One episode's waveforms and augmentation draws.
 
@@ -39,8 +36,6 @@ def episode_batch(
     room = np.maximum(cache.lengths[ids] - excerpt, 0)
     starts = (rng.random(len(ids)) * (room + 1)).astype(np.int64)
     waves = cache.excerpts(ids, starts, excerpt)
-    if chain is not None and aug.chain > 0:
-        waves = chain(waves, rng, aug.chain)
     if aug.gain_db > 0:
         waves *= (10.0 ** (rng.uniform(-aug.gain_db, aug.gain_db, size=(len(ids), 1)) / 20.0)).astype(np.float32)
     tm, fm = spec_mask_params(rng, len(ids), n_mels, n_frames, aug)
@@ -76,12 +71,6 @@ class EpisodeDataset(torch.utils.data.Dataset):
     ) -> None:
         self.cache, self.pool, self.cfg, self.excerpt, self.aug = cache, pool, cfg, excerpt, aug
         self.seed, self.rank, self.steps, self.n_mels, self.n_frames = seed, rank, steps, n_mels, n_frames
-        # The room bank of the recording-chain augmentation, drawn from the run's seed.
-        self.chain = None
-        if aug.chain > 0:
-            from fslcli.training.augment import RecordingChain
-
-            self.chain = RecordingChain(cache.sample_rate, seed)
 
     def __len__(self) -> int:
         return self.steps
@@ -97,7 +86,6 @@ class EpisodeDataset(torch.utils.data.Dataset):
             rng=rng,
             n_mels=self.n_mels,
             n_frames=self.n_frames,
-            chain=self.chain,
         )
 
 
