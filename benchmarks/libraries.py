@@ -54,6 +54,7 @@ def render_libraries(work: Path, fonts: dict[str, Path | None]) -> dict[str, Pat
     """Render (or reuse) the offline set from each font into ``work/data/<name>``: the training
     library with every GM sound, as ``fsl download tinysol-gm`` renders it; the held-out ones with
     TinySOL's 14 instruments, all their test needs."""
+    from fslcli.config import DEFAULT_TEST_CLASSES
     from fslcli.datasets.general_midi import ALL_INSTRUMENTS
     from fslcli.datasets.instruments import INSTRUMENTS
     from fslcli.datasets.tinysol_gm import render_tinysol_gm
@@ -64,7 +65,10 @@ def render_libraries(work: Path, fonts: dict[str, Path | None]) -> dict[str, Pat
         instruments = ALL_INSTRUMENTS if name == TRAIN_LIBRARY else INSTRUMENTS
         report = render_tinysol_gm(work / "data" / name, font, instruments=instruments)
         what = "reused" if report.reused else f"rendered in {time.perf_counter() - t0:.0f} s"
-        log(f"{name}: {report.written} files ({what}); shared: {[(p.first, p.second) for p in report.shared]}")
+        tested = [(p.first, p.second) for p in report.shared if {p.first, p.second} & set(DEFAULT_TEST_CLASSES)]
+        log(
+            f"{name}: {report.written} files ({what}); {len(report.shared)} pairs of sounds share samples, with test instruments: {tested}"
+        )
         homes[name] = report.data_home
     return homes
 
@@ -82,6 +86,7 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
         if ev.get("event") == "val" and "val_acc" in ev:
             log(f"  step {ev['step']}: validation accuracy {ev['val_acc']:.3f}")
 
+    config = replace(config, split=prep.split)  # the resolved split (train_classes None made explicit), as fsl train
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "history.jsonl").unlink(missing_ok=True)  # a run folder reused: its history starts again
     t0 = time.perf_counter()
