@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -472,9 +472,20 @@ def list_models(runs_dir: Path = Path("runs")) -> list[ModelEntry]:
         recipe = meta.get("recipe", {})
         trained = recipe.get("data") or f"{payload['source']['kind']}: {len(payload['splits']['train'])} classes"
         figures = meta.get("held_out", {})
-        held = "; ".join(f"{lib} {f['5-shot']:.3f}/{f['1-shot']:.3f}" for lib, f in figures.items()) or "-"
+        held = (
+            "; ".join(
+                f"{lib} {f['5-shot']:.3f}/{f['1-shot']:.3f}" for lib, f in figures.items() if "in-font" not in lib
+            )
+            or "-"
+        )
         entries.append(ModelEntry(path.stem if kind == "bundled" else path.parent.name, path, kind, str(trained), held))
     return entries
+
+
+def _class_list(classes: Sequence[str], shown: int = 12) -> str:
+    """``n classes: a, b, ...``; past ``shown`` names, the rest as a count."""
+    more = f", and {len(classes) - shown} more" if len(classes) > shown else ""
+    return f"{len(classes)} classes: {', '.join(classes[:shown])}{more}"
 
 
 def model_info(model: Path) -> list[tuple[str, str]]:
@@ -493,7 +504,7 @@ def model_info(model: Path) -> list[tuple[str, str]]:
         ("file", str(loaded.path)),
         ("sha256", loaded.sha256),
         ("data", loaded.source.describe()),
-        ("trained on", f"{len(c.split.train_classes or ())} classes: {', '.join(c.split.train_classes or ())}"),
+        ("trained on", _class_list(c.split.train_classes or ())),
         ("validated on", meta.get("val_description") or ", ".join(c.split.val_classes)),
         ("tested on", ", ".join(c.split.test_classes)),
         ("training episodes", f"up to {ep.ways}-way, {ep.shots}-shot, {ep.queries}-query"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ CONFIG = RunConfig(
     split=SplitConfig(train_classes=("A", "B", "C"), test_classes=("D",)),
 )
 HELD_OUT = {"FluidR3_GM": {"5-shot": 0.91, "1-shot": 0.72}}
+#: A shipped model's figures also name the training library's own (in-font) ones, which are not held out.
+FIGURES = {"TimGM6mb (in-font)": {"5-shot": 0.97, "1-shot": 0.74}, **HELD_OUT}
 RECIPE = {"command": "fsl train", "data": "tinysol-gm, every GM sound", "seed": 0, "steps": 3000}
 RECIPE |= {"fslcli_version": "0.2.0", "commit": "abc1234"}
 
@@ -41,7 +44,7 @@ def test_model_info_rows(tmp_path: Path) -> None:
     assert rows["compared by"] == (
         "squared Euclidean distance, embeddings whitened (shrinkage 0.2, support covariance 0.1)"
     )
-    assert rows["augmentation"] == "gain ±6 dB, EQ ±6 dB, band shifts ±2, SpecAugment masks"
+    assert rows["augmentation"] == "gain ±6 dB, EQ ±6 dB, band shifts ±2, SpecAugment masks, pitch warps ±8 semitones"
     assert rows["validation accuracy"] == "0.5000 (step 2)"
     assert "recipe" not in rows and not any(field.startswith("on ") for field in rows)
 
@@ -57,7 +60,7 @@ def test_list_models_bundled_first_then_runs_newest_first(tmp_path: Path, monkey
     from fslcli import models
 
     monkeypatch.setattr(models, "FOLDER", tmp_path / "shipped")
-    write_model(tmp_path / "shipped" / "default.pt", held_out=HELD_OUT, recipe=RECIPE)
+    write_model(tmp_path / "shipped" / "default.pt", held_out=FIGURES, recipe=RECIPE)
     for name, age in (("old", 100), ("new", 0), ("bad", 50)):
         path = write_model(tmp_path / "runs" / name / "model.pt")
         if name == "bad":
@@ -80,6 +83,14 @@ def test_list_models_says_how_many_classes_a_run_trained_on(tmp_path: Path) -> N
     write_model(tmp_path / "runs" / "mine" / "model.pt")
     (entry,) = [e for e in list_models(tmp_path / "runs") if e.kind == "run"]
     assert entry.trained_on == "folder: 3 classes"  # its data source kind and its training classes
+
+
+def test_model_info_names_a_dozen_training_classes_and_counts_the_rest(tmp_path: Path) -> None:
+    many = replace(CONFIG, split=replace(CONFIG.split, train_classes=tuple(f"c{i:02d}" for i in range(20))))
+    path = tmp_path / "m.pt"
+    save_model(path, make_tiny_net(), many, DataSource("folder", tmp_path), {"steps": 3})
+    rows = dict(model_info(path))
+    assert rows["trained on"] == f"20 classes: {', '.join(f'c{i:02d}' for i in range(12))}, and 8 more"
 
 
 def test_check_run_dir(tmp_path: Path) -> None:

@@ -1,0 +1,38 @@
+"""The bundled model's recipe (benchmarks/pretrained.py over benchmarks/libraries.py), run for 4
+steps on the small render: it trains with fsl train's split and stamps a file that loads with its recipe and figures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import libraries  # noqa: E402
+import pretrained  # noqa: E402
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_and_stamps_a_loadable_model(gm_home: Path, tmp_path: Path) -> None:
+    from fslcli.checkpoint import load_model
+    from fslcli.config import SplitConfig
+    from fslcli.data import prepare
+    from fslcli.datasets import DataSource
+
+    prep = prepare(DataSource("tinysol-gm", gm_home), SplitConfig(), sample_rate=16_000, cache_dir=None)
+    config = libraries.configuration("default", 0, None, "cpu", quick=True)
+    assert config.split.train_classes is None  # resolved from the data, as fsl train resolves it
+    model, seconds, fitted = libraries.train(config, prep, tmp_path / "run")
+    assert seconds > 0 and [h["step"] for h in fitted["history"]] == [2, 4]
+
+    out = tmp_path / "default.pt"
+    pretrained.stamp(model, out, {"FluidR3_GM": {"5-shot": 0.5, "1-shot": 0.3}})
+    payload = torch.load(out, map_location="cpu", weights_only=True)
+    assert payload["meta"]["recipe"]["seed"] == 0 and payload["meta"]["recipe"]["steps"] == 4
+    assert payload["source"] == {"kind": "tinysol-gm", "path": None}
+    loaded = load_model(out)
+    assert loaded.config.split.train_classes == prep.split.train_classes
+    assert pretrained.compare(out, out)  # a file is bit-identical to itself
