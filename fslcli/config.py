@@ -9,8 +9,9 @@ live here; the ISMIR 2022 tutorial's configuration is one named preset (:func:`t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
@@ -151,6 +152,68 @@ class SplitConfig:
     #: folder's groups.csv), "note" (one pitch of one instrument) or "none" (each clip alone,
     #: folds as the data gives them).
     group_by: str = "source"
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """How ``fsl detect`` turns a recording's windows into events (:mod:`fslcli.detection`).
+    Times in seconds. The first four are ``fsl detect``'s options; the rest are the method's
+    settings, tuned on the detection benchmark's TimGM6mb recordings (``benchmarks/detection.py``).
+    Not stored in model files."""
+
+    #: Windows are at most this share of the model's excerpt apart.
+    MAX_HOP_SHARE: ClassVar[float] = 0.25
+
+    #: Smoothed class probability at or above which a window belongs to an event.
+    threshold: float = 0.5
+    #: Events shorter than this are dropped.
+    min_duration: float = 0.5
+    #: Seconds between windows; None: the finest the model's fast path gives (0.128 s for the
+    #: default model), or a quarter excerpt without one. At most a quarter excerpt.
+    hop: float | None = None
+    #: Length of the median filter over each class's probabilities (0: none).
+    smooth: float = 1.5
+    #: Windows of each support example averaged into its embedding: N from its onset, or "all"
+    #: (``--windows`` of ``fsl predict``; :func:`fslcli.embedding.starts_of`).
+    support_windows: int | str = "all"
+    #: Share of a recording's windows, the least like every class, the background is taken from.
+    background_share: float = 0.9
+    #: Background prototypes (k-means clusters of those windows).
+    background_clusters: int = 2
+    #: Softmax temperature of the classes' standardised evidence (:func:`fslcli.detection.window_probabilities`).
+    temperature: float = 0.5
+    #: The background's constant score in that softmax, in standard deviations of the evidence.
+    margin: float = 0.5
+    #: An event's onset moves to the strongest rise in energy within this many seconds of where
+    #: its windows put it (0: off): windows are as long as the model's excerpt, energy frames 16 ms.
+    onset_snap: float = 0.75
+    #: Seeds the background's reservoir sample and k-means.
+    seed: int = 0
+
+    def problem(self, excerpt_seconds: float) -> str | None:
+        """Why these settings cannot run, as ``--option value: the way out``; None when they can."""
+        if not 0.0 < self.threshold < 1.0:
+            return f"--threshold {self.threshold:g}: use a probability between 0 and 1, such as 0.5"
+        if self.min_duration < 0 or not math.isfinite(self.min_duration):
+            return f"--min-duration {self.min_duration:g}: use 0 or more seconds"
+        if self.hop is not None and not 0.0 < self.hop <= self.MAX_HOP_SHARE * excerpt_seconds + 1e-9:
+            return (
+                f"--hop {self.hop:g}: use more than 0 and at most a quarter of the model's {excerpt_seconds:g} s "
+                f"excerpt ({self.MAX_HOP_SHARE * excerpt_seconds:g} s), so that every part of a sound is seen"
+            )
+        if self.smooth < 0:
+            return f"--smooth {self.smooth:g}: use 0 (no smoothing) or more seconds"
+        if self.support_windows != "all" and not (isinstance(self.support_windows, int) and self.support_windows >= 1):
+            return f"support_windows {self.support_windows!r}: use a number of windows (1 or more) or 'all'"
+        if not 0.0 < self.background_share < 1.0:
+            return f"background_share {self.background_share:g}: use a share between 0 and 1"
+        if self.background_clusters < 1:
+            return f"background_clusters {self.background_clusters}: use 1 or more"
+        if self.temperature <= 0:
+            return f"temperature {self.temperature:g}: use a positive value"
+        if self.onset_snap < 0:
+            return f"onset_snap {self.onset_snap:g}: use 0 (off) or more seconds"
+        return None
 
 
 @dataclass(frozen=True)

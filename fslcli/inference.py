@@ -63,8 +63,9 @@ class PredictResult:
     threshold: float | None
 
 
-def support_set(support_dir: Path) -> tuple[list[Path], list[str]]:
-    """Files and labels of a support folder (one subfolder per class)."""
+def support_set(support_dir: Path, min_classes: int = 2) -> tuple[list[Path], list[str]]:
+    """Files and labels of a support folder (one subfolder per class), with audio in at least
+    ``min_classes`` subfolders (``fsl detect`` needs one: its background comes from the recording)."""
     support_dir = Path(support_dir)
     if not support_dir.is_dir():
         raise DataError(
@@ -75,10 +76,10 @@ def support_set(support_dir: Path) -> tuple[list[Path], list[str]]:
         found = collect_audio([d]) if any(d.iterdir()) else []
         files.extend(found)
         labels.extend([d.name] * len(found))
-    if len(set(labels)) < 2:
+    if len(set(labels)) < min_classes:
         raise DataError(
-            f"--support {support_dir} needs at least 2 class subfolders with audio, found {len(set(labels))}; "
-            "put each class's examples in its own subfolder"
+            f"--support {support_dir} needs at least {min_classes} class subfolder{'s' if min_classes > 1 else ''} "
+            f"with audio, found {len(set(labels))}; put each class's examples in its own subfolder"
         )
     return files, labels
 
