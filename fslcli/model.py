@@ -14,6 +14,7 @@ support set's covariance. The pure maths of that space are the functions below t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,6 +128,13 @@ def warped_filterbanks(fb: torch.Tensor, semitones: torch.Tensor) -> torch.Tenso
     return torch.where(
         inside, take(lo) * (1 - frac) + take(lo + 1) * frac, torch.zeros((), dtype=fb.dtype, device=fb.device)
     )
+
+
+def mel_band_centres(audio: AudioConfig) -> np.ndarray:
+    """Centre frequency in Hz of each band of :class:`LogMel`'s filterbank, ``(n_mels,)``."""
+    import librosa
+
+    return librosa.mel_frequencies(audio.n_mels + 2, fmin=0.0, fmax=audio.sample_rate / 2)[1:-1]
 
 
 class LogMel(nn.Module):

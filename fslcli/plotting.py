@@ -1,4 +1,4 @@
-"""Plotly figures of embeddings, episodes and learning curves.
+"""Plotly figures of embeddings, episodes, learning curves and detected events.
 
 The figure builders are pure: projected coordinates and labels in, a
 :class:`plotly.graph_objects.Figure` out, no file I/O and no randomness.
@@ -30,10 +30,14 @@ from fslcli.errors import FslError, OutputError
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+    from fslcli.detection import Event, Timeline
+
 #: Point roles, in drawing order (later roles are drawn on top).
 ROLES: tuple[str, ...] = ("train", "clip", "support", "query", "prototype")
 #: Columns of each trace's ``customdata`` rows.
 CUSTOMDATA_FIELDS: tuple[str, ...] = ("file", "class", "role", "predicted", "correct")
+#: Most events of one recording shaded over its spectrogram in :func:`timeline_figure`.
+MAX_SPANS = 400
 #: File suffixes :func:`write_figure` can write.
 FORMATS: tuple[str, ...] = (".html", ".png", ".svg", ".pdf")
 
@@ -210,6 +214,130 @@ def learning_curves_figure(history: Sequence[Mapping[str, float]]) -> go.Figure:
     fig.update_yaxes(title_text="loss", row=1, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="accuracy", row=1, col=2, rangemode="tozero")
     fig.update_layout(title="Learning curves", template="plotly_white", hovermode="x unified")
+    return fig
+
+
+def timeline_figure(
+    timelines: Sequence[Timeline],
+    events: Sequence[Event],
+    classes: Sequence[str],
+    band_hz: np.ndarray,
+    *,
+    colours: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """Each recording's spectrogram above its detected events, one row per class.
+
+    Args:
+        timelines: per recording, its duration and coarse log-mel ``spectrogram``
+            ``(n_bands, columns)``, one column every ``spectrogram_step`` seconds (a
+            recording without one gets an empty panel).
+        events: the detected events; each is drawn as a bar from onset to offset in its
+            class's row of its recording's panel, with its times and score on hover.
+        classes: the rows, top to bottom.
+        band_hz: centre frequency of each spectrogram band, ``(n_bands,)``.
+        colours: ``{class: colour}``; defaults to :func:`class_colours` of ``classes``.
+
+    Returns:
+        A figure with two rows per recording sharing their time axis. Event traces carry
+        ``meta={"class": ..., "recording": ...}`` and one ``customdata`` row
+        ``[onset, offset, score]`` per event.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not timelines:
+        raise FslError("no recording to draw a timeline of; detect events in at least one recording")
+    colours = dict(colours) if colours is not None else class_colours(classes)
+    n = len(timelines)
+    titles = [t for tl in timelines for t in (Path(tl.path).name, "")]
+    fig = make_subplots(
+        rows=2 * n,
+        cols=1,
+        row_heights=[0.65, 0.35] * n,
+        vertical_spacing=min(0.08, 0.3 / n),
+        subplot_titles=titles,
+    )
+    in_legend: set[str] = set()
+    for k, tl in enumerate(timelines):
+        spec_row, event_row = 2 * k + 1, 2 * k + 2
+        if tl.spectrogram is not None and tl.spectrogram.size:
+            cols = tl.spectrogram.shape[1]
+            fig.add_trace(
+                go.Heatmap(
+                    z=tl.spectrogram,
+                    x=(np.arange(cols) + 0.5) * tl.spectrogram_step,
+                    y=np.asarray(band_hz, dtype=np.float64),
+                    colorscale="Greys",
+                    reversescale=True,
+                    showscale=False,
+                    hovertemplate="%{x:.2f} s, %{y:.0f} Hz<extra></extra>",
+                    name="spectrogram",
+                ),
+                row=spec_row,
+                col=1,
+            )
+        mine = [e for e in events if Path(e.path) == Path(tl.path)]
+        # An invisible point per class, so that a class without events still has its row.
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0] * len(classes),
+                y=list(classes),
+                mode="markers",
+                marker={"opacity": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                meta={"rows": True},
+            ),
+            row=event_row,
+            col=1,
+        )
+        for label in classes:
+            own = [e for e in mine if e.label == label]
+            fig.add_trace(
+                go.Bar(
+                    x=[e.offset - e.onset for e in own],
+                    base=[e.onset for e in own],
+                    y=[label] * len(own),
+                    orientation="h",
+                    marker={"color": colours.get(label, _TRAIN_GREY)},
+                    name=label,
+                    legendgroup=label,
+                    showlegend=label not in in_legend,
+                    customdata=[[e.onset, e.offset, e.score] for e in own],
+                    meta={"class": label, "recording": str(tl.path)},
+                    hovertemplate=(
+                        f"{label}<br>%{{customdata[0]:.2f}} s to %{{customdata[1]:.2f}} s"
+                        "<br>score %{customdata[2]:.2f}<extra></extra>"
+                    ),
+                ),
+                row=event_row,
+                col=1,
+            )
+            in_legend.add(label)
+            # Faint spans over the spectrogram too, so events line up with what they are (not
+            # for thousands of events: each span is a shape the browser redraws on every zoom).
+            for e in own if len(mine) <= MAX_SPANS else ():
+                fig.add_vrect(
+                    x0=e.onset,
+                    x1=e.offset,
+                    fillcolor=colours.get(label, _TRAIN_GREY),
+                    opacity=0.12,
+                    line_width=0,
+                    row=spec_row,
+                    col=1,
+                )
+        fig.update_yaxes(type="log", title_text="Hz", row=spec_row, col=1)
+        fig.update_yaxes(categoryorder="array", categoryarray=list(classes)[::-1], row=event_row, col=1)
+        fig.update_xaxes(range=[0, tl.duration], row=spec_row, col=1)
+        fig.update_xaxes(range=[0, tl.duration], matches=f"x{2 * k + 1 if k else ''}", row=event_row, col=1)
+        fig.update_xaxes(title_text="time (s)", row=event_row, col=1)
+    fig.update_layout(
+        title="Detected events",
+        template="plotly_white",
+        barmode="overlay",
+        height=max(450, 420 * n),
+        legend={"title": {"text": "class"}},
+    )
     return fig
 
 
