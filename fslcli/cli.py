@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fslcli import __version__
-from fslcli.config import TRAIN_EPISODE, TrainConfig
+from fslcli.config import TRAIN_EPISODE, DetectConfig, TrainConfig
 from fslcli.errors import FslError
 
 app = typer.Typer(
@@ -206,15 +206,15 @@ def _model(model: Path | None) -> Path:
     return path
 
 
-def _model_and_inputs(args: list[Path]) -> tuple[Path, list[Path]]:
+def _model_and_inputs(args: list[Path], *, need_inputs: bool = True) -> tuple[Path, list[Path]]:
     """``[MODEL] INPUT...``: the first argument is the model when it is a ``.pt`` file or a run
     folder holding ``model.pt``; otherwise MODEL is chosen as :func:`_model` chooses it and every
-    argument is input."""
+    argument is input (at least one, with ``need_inputs``)."""
     if args and (args[0].suffix == ".pt" or (args[0] / "model.pt").is_file()):
         model, inputs = args[0], args[1:]
     else:
         model, inputs = _model(None), args
-    if not inputs:
+    if not inputs and need_inputs:
         raise FslError("give audio files or folders after MODEL, e.g. fsl embed runs/x/model.pt my_sounds/")
     return model, inputs
 
@@ -715,6 +715,102 @@ def _prediction_tables(res: Any, roots: list[Path], reject: bool) -> None:
         for p in labelled:
             m[res.classes.index(p.true_class), columns.index(p.predicted)] += 1
         out.print(_confusion(res.classes, columns, m))
+
+
+# detect -------------------------------------------------------------------------------
+_DETECT = DetectConfig()
+#: Events listed in the table (all of them go to --out and --json).
+EVENTS_SHOWN = 50
+
+
+@app.command()
+@handle_errors
+def detect(
+    args: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="[MODEL] then recordings or folders (MODEL default: the newest runs/*/model.pt; with --examples, "
+            "the recordings default to those its rows name).",
+            metavar="[MODEL] RECORDING...",
+            show_default=False,
+        ),
+    ] = None,
+    support: Annotated[
+        Path | None, typer.Option("--support", help="Folder with one subfolder of example recordings per class.")
+    ] = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            "--examples",
+            help="CSV of path,start,end,label rows marking example events inside the recordings (instead of --support).",
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the events: .csv (path,onset,offset,label,score), .txt (Audacity labels) or "
+            ".selections.txt (Raven selection table).",
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw the spectrogram and the events, one row per class (.html, self-contained)."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Smoothed class probability at which a window joins an event.")
+    ] = _DETECT.threshold,
+    min_duration: Annotated[
+        float, typer.Option("--min-duration", help="Drop events shorter than this many seconds.")
+    ] = _DETECT.min_duration,
+    hop: Annotated[
+        float | None,
+        typer.Option(
+            "--hop",
+            help="Seconds between windows, at most a quarter of the model's excerpt (default: the fast path's "
+            "0.128 s for the default model, a quarter excerpt without a fast path).",
+            show_default=False,
+        ),
+    ] = None,
+    smooth: Annotated[
+        float, typer.Option("--smooth", help="Median filter over each class's probabilities, in seconds (0: off).")
+    ] = _DETECT.smooth,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find where the support classes sound in long recordings (few-shot sound event detection)."""
+    from dataclasses import replace
+
+    from fslcli.workflows import detect as run
+
+    model, recordings = _model_and_inputs(list(args or []), need_inputs=examples is None)
+    settings = replace(_DETECT, threshold=threshold, min_duration=min_duration, hop=hop, smooth=smooth)
+    with progress_bar() as bar:
+        done = run(
+            model, recordings, support=support, examples=examples, settings=settings, out=out_path, plot=plot,
+            progress=bar,
+        )  # fmt: skip
+    res = done.result
+    if as_json:
+        sys.stdout.write(json.dumps(done.summary) + "\n")
+        _skipped(res.skipped)
+        return
+    table = Table(title=f"{len(res.events)} event(s) of {', '.join(escape(c) for c in res.classes)}")
+    for col in ("file", "onset (s)", "offset (s)", "label", "score"):
+        table.add_column(col, justify="right" if col in ("onset (s)", "offset (s)", "score") else "left")
+    for e in res.events[:EVENTS_SHOWN]:
+        table.add_row(escape(e.path.name), f"{e.onset:.2f}", f"{e.offset:.2f}", escape(e.label), f"{e.score:.2f}")
+    out.print(table)
+    if len(res.events) > EVENTS_SHOWN:
+        out.print(f"... and {len(res.events) - EVENTS_SHOWN} more (all of them with --out or --json)")
+    seconds = sum(t.duration for t in res.timelines)
+    err.print(
+        f"{len(res.timelines)} recording(s), {seconds:.1f} s of audio, windows every {res.hop:.3f} s"
+        + ("" if res.fast else " (each window embedded on its own: this model has no fast path)")
+    )
+    for path in (done.out, done.plot):
+        if path is not None:
+            out.print(f"Wrote {escape(str(path))}")
+    _skipped(res.skipped)
 
 
 # plots --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +313,108 @@ def predict(
         loaded.net.to(device), support, queries, top_k=top_k, reject=reject, windows=windows, device=device,
         progress=lambda d, t: progress("Embedding", d, t),
     )  # fmt: skip
+
+
+# --- detect ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detected:
+    """``fsl detect``'s outcome: the detection (:class:`fslcli.detection.DetectResult`), its JSON
+    summary, and the files written."""
+
+    result: Any
+    summary: dict[str, Any]
+    out: Path | None
+    plot: Path | None
+
+
+def detect(
+    model: Path,
+    recordings: list[Path],
+    *,
+    support: Path | None = None,
+    examples: Path | None = None,
+    settings: Any = None,
+    out: Path | None = None,
+    plot: Path | None = None,
+    progress: Progress = _no_progress,
+) -> Detected:
+    """The support classes' events in each recording (:func:`fslcli.detection.detect`), written
+    to ``out`` (by its suffix, :mod:`fslcli.event_tables`) and drawn to ``plot``. The classes come
+    from ``support`` (a folder of examples per class) or ``examples`` (a CSV of annotated spans;
+    then the recordings default to those its rows name). Outputs are checked before any work and
+    written, each whole, once every recording has been scanned."""
+    from fslcli.checkpoint import load_model
+    from fslcli.config import DetectConfig
+    from fslcli.detection import detect as run_detect
+    from fslcli.detection import support_from_examples, support_from_folder
+    from fslcli.devices import device_for
+    from fslcli.event_tables import output_format, read_examples, write_events
+    from fslcli.inference import collect_audio
+    from fslcli.plotting import FORMATS as FIGURE_FORMATS
+
+    settings = settings if settings is not None else DetectConfig()
+    if (support is None) == (examples is None):
+        raise FslError(
+            "give the classes either as --support DIR (one subfolder of examples per class) or as --examples "
+            "FILE.csv (path, start, end, label rows marking examples inside the recordings), not "
+            f"{'both' if support is not None else 'neither'}"
+        )
+    example_rows = read_examples(examples) if examples is not None else []
+    if recordings:
+        files = collect_audio(recordings)
+    elif example_rows:
+        files = list(dict.fromkeys(e.path for e in example_rows))
+    else:
+        raise FslError("give one or more recordings to scan (files or folders)")
+    if out is not None:
+        output_format(out, len(files))
+    if plot is not None and Path(plot).suffix.lower() not in FIGURE_FORMATS:
+        raise FslError(
+            f"--plot {plot}: unknown format {Path(plot).suffix or '(none)'}; use {', '.join(FIGURE_FORMATS)}"
+        )
+    loaded = load_model(model)
+    if why := settings.problem(loaded.config.audio.excerpt_seconds):
+        raise FslError(why)
+    device = device_for()
+    net = loaded.net.to(device)
+    if examples is not None:
+        sup = support_from_examples(net, example_rows, windows=settings.support_windows, device=device)
+        described = f"examples {examples}"
+    else:
+        sup = support_from_folder(net, support, windows=settings.support_windows, device=device, progress=progress)
+        described = f"support {support}"
+    result = run_detect(net, files, sup, settings=settings, progress=progress, spectrogram=plot is not None)
+    figure = None
+    if plot is not None:
+        from fslcli.model import mel_band_centres
+        from fslcli.plotting import timeline_figure
+
+        figure = timeline_figure(result.timelines, result.events, result.classes, mel_band_centres(net.audio))
+    if out is not None:
+        write_events(out, result.events, n_recordings=len(files), low_hz=0.0, high_hz=net.audio.sample_rate / 2)
+    if figure is not None:
+        from fslcli.plotting import write_figure
+
+        write_figure(figure, plot)
+    summary = {
+        "events": [
+            {"path": str(e.path), "onset": e.onset, "offset": e.offset, "label": e.label, "score": e.score}
+            for e in result.events
+        ],
+        "classes": result.classes,
+        "shots": result.shots,
+        "recordings": [
+            {"path": str(t.path), "duration": round(t.duration, 3), "windows": int(len(t.probabilities))}
+            for t in result.timelines
+        ],
+        "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
+        "settings": {**asdict(settings), "hop": result.hop, "fast_path": result.fast, "classes_from": described},
+        "checkpoint": {"path": str(loaded.path), "sha256": loaded.sha256},
+        "written": {"out": str(out) if out else None, "plot": str(plot) if plot else None},
+    }
+    return Detected(result, summary, out, plot)
 
 
 # --- plots -----------------------------------------------------------------------------
