@@ -767,8 +767,8 @@ def detect(
         float | None,
         typer.Option(
             "--hop",
-            help="Seconds between windows, at most a quarter of the model's excerpt (default: the fast path's "
-            "0.128 s for the default model, a quarter excerpt without a fast path).",
+            help="Seconds between windows (default: a quarter of the model's excerpt, 0.25 s; at most half of it). "
+            "Each window is embedded on its own: a longer hop is faster.",
             show_default=False,
         ),
     ] = None,
@@ -803,10 +803,7 @@ def detect(
     if len(res.events) > EVENTS_SHOWN:
         out.print(f"... and {len(res.events) - EVENTS_SHOWN} more (all of them with --out or --json)")
     seconds = sum(t.duration for t in res.timelines)
-    err.print(
-        f"{len(res.timelines)} recording(s), {seconds:.1f} s of audio, windows every {res.hop:.3f} s"
-        + ("" if res.fast else " (each window embedded on its own: this model has no fast path)")
-    )
+    err.print(f"{len(res.timelines)} recording(s), {seconds:.1f} s of audio, windows every {res.hop:.3f} s")
     for path in (done.out, done.plot):
         if path is not None:
             out.print(f"Wrote {escape(str(path))}")

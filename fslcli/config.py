@@ -161,15 +161,15 @@ class DetectConfig:
     settings, tuned on the detection benchmark's TimGM6mb recordings (``benchmarks/detection.py``).
     Not stored in model files."""
 
-    #: Windows are at most this share of the model's excerpt apart.
-    MAX_HOP_SHARE: ClassVar[float] = 0.25
+    #: Windows are this share of the model's excerpt apart by default, and at most ``MAX_HOP_SHARE``.
+    DEFAULT_HOP_SHARE: ClassVar[float] = 0.25
+    MAX_HOP_SHARE: ClassVar[float] = 0.5
 
     #: Smoothed class probability at or above which a window belongs to an event.
     threshold: float = 0.5
     #: Events shorter than this are dropped.
     min_duration: float = 0.5
-    #: Seconds between windows; None: the finest the model's fast path gives (0.128 s for the
-    #: default model), or a quarter excerpt without one. At most a quarter excerpt.
+    #: Seconds between windows; None: a quarter of the model's excerpt (0.25 s). At most half of it.
     hop: float | None = None
     #: Length of the median filter over each class's probabilities (0: none).
     smooth: float = 1.5
@@ -198,8 +198,8 @@ class DetectConfig:
             return f"--min-duration {self.min_duration:g}: use 0 or more seconds"
         if self.hop is not None and not 0.0 < self.hop <= self.MAX_HOP_SHARE * excerpt_seconds + 1e-9:
             return (
-                f"--hop {self.hop:g}: use more than 0 and at most a quarter of the model's {excerpt_seconds:g} s "
-                f"excerpt ({self.MAX_HOP_SHARE * excerpt_seconds:g} s), so that every part of a sound is seen"
+                f"--hop {self.hop:g}: use more than 0 and at most half of the model's {excerpt_seconds:g} s "
+                f"excerpt ({self.MAX_HOP_SHARE * excerpt_seconds:g} s), so that every instant is seen by two windows"
             )
         if self.smooth < 0:
             return f"--smooth {self.smooth:g}: use 0 (no smoothing) or more seconds"

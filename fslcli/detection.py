@@ -1,7 +1,8 @@
 """Few-shot sound event detection: where in a long recording do the support classes sound?
 
-Every window of a recording (the model's excerpt, one every ``hop`` seconds) is embedded
-(:mod:`fslcli.streaming`) and compared in the model's comparison space with
+Every window of a recording (the model's excerpt, one every ``hop`` seconds) is embedded on its
+own, as ``eval`` and ``predict`` embed an excerpt (:mod:`fslcli.streaming`), and compared in the
+model's comparison space with
 
 * the class prototypes: each example embedded as ``fsl predict`` embeds a file
   (:func:`fslcli.embedding.embed_files`, ``support_windows`` of its windows), then support and
@@ -45,13 +46,11 @@ from fslcli.scoring import compare
 from fslcli.streaming import (
     CoarseSpectrogram,
     FrameEnergy,
+    WindowEmbedder,
     audio_info,
     read_blocks,
     read_segment,
     release_memory,
-    span_hop,
-    uses_fast_path,
-    window_embedder,
 )
 
 #: Windows kept in the reservoir sample the background is clustered from.
@@ -103,8 +102,6 @@ class DetectResult:
     settings: DetectConfig
     #: Seconds between windows, as run.
     hop: float
-    #: Whether the fast path embedded the windows (else each window on its own).
-    fast: bool
     #: Support examples per class.
     shots: dict[str, int] = field(default_factory=dict)
 
@@ -338,20 +335,9 @@ class _WindowStore:
 
 
 def hop_samples(net: ProtoNet, hop: float | None) -> int:
-    """The hop in samples for ``hop`` seconds (None: the default). On the fast path's grid when
-    the model has one and ``hop`` is at least its step: the nearest whole number of steps, at
-    most a quarter excerpt (0.25 s asks for 0.128 s with the default model); else rounded to the
-    STFT hop and embedded window by window."""
-    sr, excerpt = net.audio.sample_rate, net.audio.excerpt_samples
-    limit = int(DetectConfig.MAX_HOP_SHARE * excerpt)
-    base = span_hop(net)
-    if hop is None:
-        return base if base is not None and base <= limit else limit
-    want = hop * sr
-    if base is not None and base <= limit and want >= base:
-        return base * min(max(1, int(round(want / base))), limit // base)
-    step = net.audio.hop_length
-    return min(max(step, int(round(want / step)) * step), max(step, limit // step * step))
+    """The hop in samples for ``hop`` seconds; None: a quarter of the model's excerpt."""
+    seconds = hop if hop is not None else DetectConfig.DEFAULT_HOP_SHARE * net.audio.excerpt_seconds
+    return max(1, int(round(seconds * net.audio.sample_rate)))
 
 
 @dataclass
@@ -415,7 +401,7 @@ def scan_recording(
     info = audio_info(path)
     if info.seconds * sr < excerpt:
         raise DecodeError(f"shorter than one window ({info.seconds:.2f} s; the model's windows are {excerpt / sr:g} s)")
-    embedder = window_embedder(net, hop)
+    embedder = WindowEmbedder(net, hop=hop)
     n_classes = len(support.classes)
     annotated = support.annotated.get(Path(path).resolve(), [])
     spec = CoarseSpectrogram(net, int(info.seconds * sr)) if spectrogram else None
@@ -624,7 +610,6 @@ def detect(
     net.eval()
     sr = net.audio.sample_rate
     hop = hop_samples(net, settings.hop)
-    fast = uses_fast_path(net, hop)
     skipped = list(support.skipped)
     sizes = {}
     for p in recordings:
@@ -669,4 +654,4 @@ def detect(
             f"give readable recordings of at least {excerpt_s:g} s"
         )
     shots = {c: int((support.labels == k).sum()) for k, c in enumerate(support.classes)}
-    return DetectResult(support.classes, events, timelines, skipped, settings, hop / sr, fast, shots)
+    return DetectResult(support.classes, events, timelines, skipped, settings, hop / sr, shots)

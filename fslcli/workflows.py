@@ -410,7 +410,7 @@ def detect(
             for t in result.timelines
         ],
         "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
-        "settings": {**asdict(settings), "hop": result.hop, "fast_path": result.fast, "classes_from": described},
+        "settings": {**asdict(settings), "hop": result.hop, "classes_from": described},
         "checkpoint": {"path": str(loaded.path), "sha256": loaded.sha256},
         "written": {"out": str(out) if out else None, "plot": str(plot) if plot else None},
     }

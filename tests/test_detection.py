@@ -1,4 +1,4 @@
-"""Few-shot sound event detection: merging, streaming, the fast path, event tables, ``fsl detect``."""
+"""Few-shot sound event detection: merging, streaming, event tables, ``fsl detect``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 from conftest import SR, make_tiny_net, synth_tone
 from typer.testing import CliRunner
 
@@ -40,17 +39,7 @@ from fslcli.event_tables import (
     read_examples,
     write_events,
 )
-from fslcli.streaming import (
-    FrameEnergy,
-    SpanEmbedder,
-    WindowEmbedder,
-    fast_path_problem,
-    n_windows,
-    read_blocks,
-    read_segment,
-    span_plan,
-    window_embedder,
-)
+from fslcli.streaming import FrameEnergy, WindowEmbedder, n_windows, read_blocks, read_segment
 
 REC = Path("rec.wav")
 
@@ -185,7 +174,7 @@ def test_window_store_reads_back_what_it_wrote(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # the temporary file is gone
 
 
-# --- streaming and the fast path ----------------------------------------------------------------
+# --- streaming ------------------------------------------------------------------------------------------------
 
 
 def _recording(seconds: float, seed: int = 0) -> np.ndarray:
@@ -203,59 +192,6 @@ def _stream(embedder, audio: np.ndarray, block: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _one_pass(net, audio: np.ndarray) -> torch.Tensor:
-    """The fast path's arithmetic written out plainly: the body once over the whole recording,
-    the last 2x2 pool at both time phases, each window the mean and max of its columns."""
-    with torch.no_grad():
-        x = net.normalize(net.logmel(torch.from_numpy(audio)[None]))
-        h = x
-        for block in net.body[:-1]:
-            h = block(h)
-        conv, norm, pool, _ = net.body[-1].net
-        z = F.relu(F.max_pool2d(norm(conv(h)), 2, stride=(2, 1), ceil_mode=True))[0]  # (C, bands, T)
-        plan = span_plan(net)
-        n = n_windows(len(audio), net.audio.excerpt_samples, plan.hop_frames * net.audio.hop_length)
-        rows = []
-        for k in range(n):
-            cols = z[..., k : k + 2 * plan.width - 1 : 2]
-            rows.append(torch.cat([cols.mean(dim=(1, 2)), cols.amax(dim=(1, 2))]))
-        return net.head(torch.stack(rows))
-
-
-def test_span_embedder_streams_seamlessly() -> None:
-    """Streamed in odd blocks over short spans, the fast path equals one pass over the whole
-    recording: the spans' margins cover the body's receptive field."""
-    net = make_tiny_net(excerpt_seconds=1.0)
-    audio = _recording(9.0)
-    fast = _stream(SpanEmbedder(net, span_frames=48), audio, block=3001)
-    ref = _one_pass(net, audio)
-    assert fast.shape == ref.shape == (n_windows(len(audio), SR, 512), net.dim)
-    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
-    # A coarser hop keeps every other window.
-    torch.testing.assert_close(_stream(SpanEmbedder(net, every=2, span_frames=48), audio, 5000), ref[::2])
-
-
-@pytest.mark.parametrize("model", [{}, {"input_norm": "none"}], ids=["band", "none"])
-def test_fast_path_is_close_to_each_window_on_its_own(model: dict) -> None:
-    """Each window's fast-path embedding against the model run on that window alone.
-
-    They differ only near the window's edges: alone, the window's first and last STFT frames
-    reflect at its ends and every convolution sees zeros past them; in a span they see the
-    neighbouring audio. The columns of the final feature map away from the edges agree (to
-    float error); the edge columns feed the mean and max too, so the embeddings are close, not
-    equal: cosine >= 0.85 for every window and >= 0.95 on average on this tiny net (the default
-    model: 0.966 and 0.980 on a note sequence).
-    """
-    net = make_tiny_net(excerpt_seconds=1.0, **model)
-    audio = _recording(6.0)
-    embedder = SpanEmbedder(net, span_frames=64)
-    fast = _stream(embedder, audio, block=4000)
-    ref = _stream(WindowEmbedder(net, hop=embedder.hop), audio, block=4000)
-    assert fast.shape == ref.shape
-    cos = F.cosine_similarity(fast, ref, dim=1)
-    assert cos.min() >= 0.85 and cos.mean() >= 0.95, (cos.min(), cos.mean())
-
-
 def test_window_embedder_embeds_each_window_as_embed_windows_does() -> None:
     net = make_tiny_net()
     audio = _recording(3.0)
@@ -266,38 +202,21 @@ def test_window_embedder_embeds_each_window_as_embed_windows_does() -> None:
     torch.testing.assert_close(got, embed_windows(net, wins, np.arange(len(starts)), len(starts)))
 
 
-def test_fast_path_is_refused_where_it_would_not_be_exact() -> None:
-    assert fast_path_problem(make_tiny_net()) is None
-    assert "normalises over its whole input" in fast_path_problem(make_tiny_net(backbone="tutorial"))
-    assert isinstance(window_embedder(make_tiny_net(backbone="tutorial"), 1000), WindowEmbedder)
-    net = make_tiny_net()
-    hop = span_plan(net).hop_frames * net.audio.hop_length
-    assert isinstance(window_embedder(net, 2 * hop), SpanEmbedder)
-    assert isinstance(window_embedder(net, hop + 256), WindowEmbedder)  # not on the span grid
-
-
-@pytest.mark.parametrize(
-    ("hop", "expected"),
-    [(None, 2048), (0.128, 2048), (0.2, 2048), (0.25, 2048), (0.1, 1536), (0.05, 768), (0.016, 256)],
-)
-def test_hop_is_on_the_fast_grid_and_never_over_a_quarter_excerpt(hop: float | None, expected: int) -> None:
+@pytest.mark.parametrize(("hop", "expected"), [(None, 4000), (0.25, 4000), (0.1, 1600), (0.5, 8000), (0.0001, 2)])
+def test_hop_defaults_to_a_quarter_excerpt(hop: float | None, expected: int) -> None:
     from fslcli.detection import hop_samples
 
-    net = make_tiny_net(excerpt_seconds=1.0, channels=(4, 8, 8, 8))  # 4 blocks: a step of 8 frames, 2048 samples
-    assert span_plan(net).hop_frames * net.audio.hop_length == 2048
-    assert hop_samples(net, hop) == expected
-    assert hop_samples(make_tiny_net(excerpt_seconds=1.0, backbone="tutorial"), None) == 4000  # a quarter excerpt
+    assert hop_samples(make_tiny_net(excerpt_seconds=1.0), hop) == expected
 
 
-def test_span_embedder_memory_does_not_grow_with_the_recording() -> None:
-    net = make_tiny_net()
-    embedder = SpanEmbedder(net, span_frames=64)
+def test_window_embedder_memory_does_not_grow_with_the_recording() -> None:
+    embedder = WindowEmbedder(make_tiny_net(), hop=1000, batch=16)
     longest = 0
     for _ in range(200):  # 100 s in half-second blocks
         embedder.feed(np.zeros(SR // 2, dtype=np.float32))
         longest = max(longest, len(embedder._buf))
-    # About one span plus its margins (64 + 64 + 32 frames of 256 samples), never the recording.
-    assert longest < 80_000
+    # About one batch of windows plus a block, never the recording.
+    assert longest < 16 * 1000 + SR
 
 
 def test_read_blocks_resamples_as_a_stream(tmp_path: Path) -> None:
@@ -507,8 +426,8 @@ def test_detect_end_to_end(trained_model: Path, detect_data: dict, tmp_path: Pat
     assert summary["classes"] == ["Bright", "Dark"] and summary["shots"] == {"Bright": 3, "Dark": 3}
     (rec,) = summary["recordings"]
     assert rec["duration"] == pytest.approx(duration, abs=0.01)
-    assert summary["settings"]["hop"] == pytest.approx(0.128) and summary["settings"]["fast_path"] is True
-    assert rec["windows"] == n_windows(12 * SR, SR, 2048)
+    assert summary["settings"]["hop"] == pytest.approx(0.25)
+    assert rec["windows"] == n_windows(12 * SR, SR, 4000)
     assert [(e["onset"], e["offset"], e["label"]) for e in summary["events"]] == [
         (float(r["onset"]), float(r["offset"]), r["label"]) for r in rows
     ]
@@ -531,7 +450,7 @@ def test_detect_with_examples_inside_the_recording(trained_model: Path, detect_d
     [
         (["--out", "{tmp}/events.json"], "unknown format .json"),
         (["--threshold", "1.5"], "--threshold 1.5: use a probability between 0 and 1"),
-        (["--hop", "0.5"], "--hop 0.5: use more than 0 and at most a quarter"),
+        (["--hop", "0.75"], "--hop 0.75: use more than 0 and at most half"),
     ],
 )
 def test_detect_refuses_bad_options_before_writing(
@@ -576,14 +495,14 @@ def test_detect_one_line_errors(trained_model: Path, detect_data: dict, tmp_path
     assert res.exit_code == 1 and "line 2: 11.5 s to 13 s lies outside" in flat(res.output)
 
 
-def test_detect_per_window_fallback_matches_the_model(tmp_path: Path, detect_data: dict) -> None:
-    """A model without a fast path (GroupNorm) still detects, a window every quarter excerpt."""
+def test_detect_with_the_tutorial_backbone_skips_short_recordings(tmp_path: Path, detect_data: dict) -> None:
+    """Any backbone detects (the tutorial's GroupNorm too), a window every quarter excerpt."""
     from fslcli.detection import detect, support_from_folder
 
     net = make_tiny_net(excerpt_seconds=1.0, backbone="tutorial")
     support = support_from_folder(net, detect_data["support"])
     res = detect(net, [detect_data["rec"], detect_data["root"] / "short.wav"], support)
-    assert not res.fast and res.hop == 0.25
+    assert res.hop == 0.25
     (tl,) = res.timelines
     assert tl.probabilities.shape == (n_windows(12 * SR, SR, 4000), 2)
     assert [p.name for p, _ in res.skipped] == ["short.wav"]
