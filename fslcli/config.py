@@ -173,22 +173,20 @@ class DetectConfig:
     hop: float | None = None
     #: Length of the median filter over each class's probabilities (0: none).
     smooth: float = 1.5
-    #: Windows of each support example averaged into its embedding: N from its onset, or "all"
-    #: (``--windows`` of ``fsl predict``; :func:`fslcli.embedding.starts_of`).
-    support_windows: int | str = "all"
-    #: Share of a recording's windows, the least like every class, the background is taken from.
-    background_share: float = 0.9
-    #: Background prototypes (k-means clusters of those windows).
-    background_clusters: int = 2
+    #: Windows of each support example averaged into its embedding: N from its onset (1: the
+    #: window at its onset, as ``fsl eval`` embeds a clip), or "all" (``--windows`` of ``fsl
+    #: predict``; :func:`fslcli.embedding.starts_of`).
+    support_windows: int | str = 1
+    #: Share of a recording's windows, the least like every class, that make its background: the
+    #: class logits are standardised by their mean and spread over those windows.
+    background_share: float = 0.75
     #: Softmax temperature of the classes' standardised evidence (:func:`fslcli.detection.window_probabilities`).
-    temperature: float = 0.5
-    #: The background's constant score in that softmax, in standard deviations of the evidence.
-    margin: float = 0.5
+    temperature: float = 0.25
+    #: The constant score of "none of the classes" in that softmax, in standard deviations.
+    margin: float = 1.0
     #: An event's onset moves to the strongest rise in energy within this many seconds of where
     #: its windows put it (0: off): windows are as long as the model's excerpt, energy frames 16 ms.
     onset_snap: float = 0.75
-    #: Seeds the background's reservoir sample and k-means.
-    seed: int = 0
 
     def problem(self, excerpt_seconds: float) -> str | None:
         """Why these settings cannot run, as ``--option value: the way out``; None when they can."""
@@ -207,8 +205,6 @@ class DetectConfig:
             return f"support_windows {self.support_windows!r}: use a number of windows (1 or more) or 'all'"
         if not 0.0 < self.background_share < 1.0:
             return f"background_share {self.background_share:g}: use a share between 0 and 1"
-        if self.background_clusters < 1:
-            return f"background_clusters {self.background_clusters}: use 1 or more"
         if self.temperature <= 0:
             return f"temperature {self.temperature:g}: use a positive value"
         if self.onset_snap < 0:

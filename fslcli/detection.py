@@ -1,35 +1,32 @@
 """Few-shot sound event detection: where in a long recording do the support classes sound?
 
 Every window of a recording (the model's excerpt, one every ``hop`` seconds) is embedded on its
-own, as ``eval`` and ``predict`` embed an excerpt (:mod:`fslcli.streaming`), and compared in the
-model's comparison space with
+own, as ``eval`` and ``predict`` embed an excerpt (:mod:`fslcli.streaming`), and compared with
+the class prototypes as every command compares an episode (:func:`fslcli.scoring.compare`: the
+comparison space fitted to the support set, class means, negative squared distances; Snell et
+al., 2017). Each support example is embedded as ``fsl predict`` embeds a file
+(:func:`fslcli.embedding.embed_files`), from ``support_windows`` of its windows (by default the
+one at its onset, as ``eval`` embeds a clip).
 
-* the class prototypes: each example embedded as ``fsl predict`` embeds a file
-  (:func:`fslcli.embedding.embed_files`, ``support_windows`` of its windows), then support and
-  windows compared as every command compares an episode (:func:`fslcli.scoring.compare`: the
-  comparison space, class means, negative squared distances; Snell et al., 2017), and
-* a few background prototypes taken from the recording itself, without labels: the windows
-  least like every class (the lower ``background_share`` by their highest class logit) are
-  clustered with k-means, each cluster mean a prototype (the recording's own noise, silence and
-  other sounds).
+A recording's windows all lie far nearer to one another than to examples recorded elsewhere, so
+raw distances say little on their own. A window's evidence for a class is its logit for the
+class standardised by the mean and standard deviation of that logit over the recording's
+background: the windows least like every class (the lower ``background_share`` by their highest
+class logit; annotated examples left out), so evidence is measured in units of the recording's
+own spread. Class probabilities are the softmax over the classes' evidence and a constant
+``margin`` for "none of them", over a ``temperature`` (:func:`window_probabilities`).
+Probabilities are median-filtered over ``smooth`` seconds; runs of windows at or above
+``threshold`` become events (:func:`merge_events`), whose onsets move to the strongest rise in
+energy nearby (:func:`snap_onsets`); events shorter than ``min_duration`` are dropped.
 
-A window's evidence for a class is its logit for the class minus its logit for the nearest
-background prototype, standardised over the background windows; its class probabilities are
-the softmax over the classes' evidence and a constant ``margin`` for the background, over a
-``temperature`` (:func:`window_probabilities`). Probabilities are median-filtered over
-``smooth`` seconds; runs of windows at or above ``threshold`` become events
-(:func:`merge_events`), whose onsets move to the strongest rise in energy nearby
-(:func:`snap_onsets`); events shorter than ``min_duration`` are dropped.
-
-Window embeddings wait on disk (a temporary file read back through a memory map) between the
-first pass, which finds the background, and the second, which scores: memory holds per-window
-scores only. Settings: :class:`fslcli.config.DetectConfig`.
+One pass over the audio: memory holds each window's class logits and each 16 ms frame's energy,
+a few bytes per window, whatever the recording's length. Settings:
+:class:`fslcli.config.DetectConfig`.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +50,8 @@ from fslcli.streaming import (
     release_memory,
 )
 
-#: Windows kept in the reservoir sample the background is clustered from.
-RESERVOIR = 4096
-#: Windows put through the model's finishing at once.
+#: Windows compared with the support set at once (each comparison factorises the support
+#: set's covariance afresh, the same every time).
 FINISH_ROWS = 4096
 
 Progress = Callable[[str, int, int], None]
@@ -194,24 +190,6 @@ def snap_onsets(
     return sorted(out, key=lambda e: (e.onset, e.label))
 
 
-def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding: ``(n, d)`` -> ``(min(k, n), d)`` centres."""
-    k = min(k, len(x))
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d2 = ((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1).min(1)
-        total = d2.sum()
-        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-    c = np.asarray(centres, dtype=np.float64)
-    for _ in range(iterations):
-        assign = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.stack([x[assign == j].mean(0) if np.any(assign == j) else c[j] for j in range(k)])
-        if np.allclose(new, c):
-            break
-        c = new
-    return c.astype(np.float32)
-
-
 # --- support -------------------------------------------------------------------------------
 
 
@@ -306,79 +284,29 @@ def support_from_examples(
 # --- one recording -------------------------------------------------------------------------
 
 
-class _WindowStore:
-    """Finished window embeddings on disk: appended in order, read back in chunks through a
-    memory map that is closed after each chunk (so resident memory stays flat)."""
-
-    def __init__(self, dim: int, folder: Path | None = None) -> None:
-        # Closed by close(), not a with-block: the file lives from pass 1 to the end of pass 2.
-        self._file = tempfile.NamedTemporaryFile(prefix="fsl-detect-", suffix=".f32", dir=folder)  # noqa: SIM115
-        self.dim = dim
-        self.rows = 0
-
-    def append(self, emb: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(emb, dtype=np.float32).tobytes())
-        self.rows += len(emb)
-
-    def chunks(self, size: int = 8192):
-        self._file.flush()
-        for start in range(0, self.rows, size):
-            n = min(size, self.rows - start)
-            mm = np.memmap(
-                self._file.name, dtype=np.float32, mode="r", offset=start * self.dim * 4, shape=(n, self.dim)
-            )
-            yield start, np.array(mm)
-            del mm
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def hop_samples(net: ProtoNet, hop: float | None) -> int:
     """The hop in samples for ``hop`` seconds; None: a quarter of the model's excerpt."""
     seconds = hop if hop is not None else DetectConfig.DEFAULT_HOP_SHARE * net.audio.excerpt_seconds
     return max(1, int(round(seconds * net.audio.sample_rate)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scan:
-    """Pass 1 over one recording: its finished window embeddings on disk (:meth:`chunks`), each
-    window's highest class logit ``best`` ``(n,)``, a reservoir sample of the windows that may be
-    background (``sample`` ``(m, dim)``, their window indices ``sample_rows``), the class
-    prototypes ``(C, dim)``, and the coarse spectrogram when asked for. Close it (or use it as a
-    context manager) to delete the embeddings."""
+    """One recording's pass: each window's class logits ``(n_windows, C)`` (window ``k`` covering
+    samples ``k * hop`` to ``k * hop + window``), which windows overlap an annotated example
+    ``(n_windows,)``, frame energies in dB ``(n_frames,)`` (one every ``energy_frame`` samples, for
+    onsets) and, when asked for, the coarse spectrogram."""
 
     path: Path
     duration: float
     hop: int
     window: int
     sample_rate: int
-    best: np.ndarray
-    sample: np.ndarray
-    sample_rows: np.ndarray
-    prototypes: torch.Tensor
-    store: _WindowStore
-    #: Energy in dB of every ``energy_frame``-sample frame ``(n_frames,)``, for onsets.
+    logits: np.ndarray
+    annotated: np.ndarray
     energy: np.ndarray
     energy_frame: int
     spectrogram: CoarseSpectrogram | None = None
-
-    @property
-    def n_windows(self) -> int:
-        return self.store.rows
-
-    def chunks(self, size: int = 8192):
-        """``(first_window, (n, dim) float32)`` in order, read back from disk."""
-        return self.store.chunks(size)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def __enter__(self) -> Scan:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @torch.no_grad()
@@ -388,130 +316,85 @@ def scan_recording(
     support: Support,
     *,
     hop: int,
-    rng: np.random.Generator,
     progress: Callable[[int], None] | None = None,
     spectrogram: bool = False,
-    work_dir: Path | None = None,
 ) -> Scan:
-    """Pass 1: stream ``path`` and embed every window (one every ``hop`` samples) in the space the
-    model compares the support set in (:func:`fslcli.scoring.compare`).
-    ``progress(samples)`` is called as audio is read. Raises
-    :class:`~fslcli.features.DecodeError` when the file cannot be read or holds no whole window."""
+    """Stream ``path``, embed every window (one every ``hop`` samples) and compare it with the
+    support set (:func:`fslcli.scoring.compare`). ``progress(samples)`` is called as audio is
+    read. Raises :class:`~fslcli.features.DecodeError` when the file cannot be read or holds no
+    whole window."""
     sr, excerpt = net.audio.sample_rate, net.audio.excerpt_samples
     info = audio_info(path)
     if info.seconds * sr < excerpt:
         raise DecodeError(f"shorter than one window ({info.seconds:.2f} s; the model's windows are {excerpt / sr:g} s)")
     embedder = WindowEmbedder(net, hop=hop)
-    n_classes = len(support.classes)
-    annotated = support.annotated.get(Path(path).resolve(), [])
     spec = CoarseSpectrogram(net, int(info.seconds * sr)) if spectrogram else None
     energy = FrameEnergy(net.audio.hop_length)
-    store = _WindowStore(net.dim, work_dir)
-    best: list[np.ndarray] = []
-    sample = np.zeros((RESERVOIR, net.dim), dtype=np.float32)
-    rows = np.zeros(RESERVOIR, dtype=np.int64)
-    seen = 0
-    protos: torch.Tensor | None = None
-
-    def take(emb: torch.Tensor) -> None:
-        nonlocal seen, protos
-        # The support set fixes the comparison space, so every batch gets the same prototypes.
-        scored = compare(net, support.embeddings, support.labels, emb, n_classes)
-        q = scored.query
-        protos = scored.prototypes
-        best.append(scored.logits.max(dim=1).values.numpy())
-        first = store.rows
-        store.append(q.numpy())
-        # A uniform sample of the windows clear of annotated examples (Vitter's algorithm R).
-        for r in range(len(q)):
-            k = first + r
-            if annotated and _overlaps(k * hop / sr, (k * hop + excerpt) / sr, annotated):
-                continue
-            slot = seen if seen < RESERVOIR else int(rng.integers(seen + 1))
-            seen += 1
-            if slot < RESERVOIR:
-                sample[slot] = q[r].numpy()
-                rows[slot] = k
-
-    # Embeddings are finished in batches of FINISH_ROWS: each call factorises the support set's
-    # covariance afresh (the same every time).
+    logits: list[np.ndarray] = []
     pending: list[torch.Tensor] = []
 
     def flush(final: bool) -> None:
         if pending and (final or sum(map(len, pending)) >= FINISH_ROWS):
-            take(torch.cat(pending))
+            emb = torch.cat(pending)
             pending.clear()
+            logits.append(compare(net, support.embeddings, support.labels, emb, len(support.classes)).logits.numpy())
             release_memory()
 
-    try:
-        n_read = 0
-        for block in read_blocks(path, sr):
-            if spec is not None:
-                spec.feed(block)
-            energy.feed(block)
-            done = embedder.feed(block)
-            if done:
-                pending += done
-                release_memory()
-                flush(final=False)
-            n_read += len(block)
-            if progress is not None:
-                progress(n_read)
-        pending += embedder.close()
-        flush(final=True)
-        if store.rows == 0 or protos is None:
-            raise DecodeError(f"shorter than one window ({n_read / sr:.2f} s decoded)")
-    except BaseException:
-        store.close()
-        raise
-    m = min(seen, RESERVOIR)
+    n_read = 0
+    for block in read_blocks(path, sr):
+        if spec is not None:
+            spec.feed(block)
+        energy.feed(block)
+        pending += embedder.feed(block)
+        flush(final=False)
+        n_read += len(block)
+        if progress is not None:
+            progress(n_read)
+    pending += embedder.close()
+    flush(final=True)
+    if not logits:
+        raise DecodeError(f"shorter than one window ({n_read / sr:.2f} s decoded)")
+    lg = np.concatenate(logits).astype(np.float32)
+    starts = np.arange(len(lg)) * hop / sr
+    annotated = np.zeros(len(lg), dtype=bool)
+    for a, b in support.annotated.get(Path(path).resolve(), []):
+        annotated |= (starts < b) & (a < starts + excerpt / sr)
     return Scan(
         path=Path(path),
         duration=n_read / sr,
         hop=hop,
         window=excerpt,
         sample_rate=sr,
-        best=np.concatenate(best),
-        sample=sample[:m],
-        sample_rows=rows[:m],
-        prototypes=protos,
-        store=store,
+        logits=lg,
+        annotated=annotated,
         energy=energy.result(),
         energy_frame=net.audio.hop_length,
         spectrogram=spec,
     )
 
 
-@torch.no_grad()
-def window_probabilities(net: ProtoNet, scan: Scan, settings: DetectConfig, rng: np.random.Generator) -> np.ndarray:
-    """Pass 2: each window's probability per class ``(n_windows, C)`` (unsmoothed).
+def window_probabilities(scan: Scan, settings: DetectConfig) -> np.ndarray:
+    """Each window's probability per class ``(n_windows, C)`` (unsmoothed).
 
-    A window's evidence for class c is how much nearer it is to c's prototype than to the
-    nearest background prototype (:func:`background_prototypes`): the difference of their
-    logits, standardised by its mean and standard deviation over the background windows. (A
-    recording's windows all lie far nearer to one another than to examples recorded elsewhere,
-    so raw logits would always favour the background; standardised, the evidence is in units of
-    the background's own spread.) The probabilities are the softmax over the classes' evidence
-    and a constant ``margin`` for the background, divided by ``temperature``.
+    A window's evidence for class c is its logit for c standardised by the mean and standard
+    deviation of that logit over the recording's background windows: those outside annotated
+    examples whose highest class logit is in the lower ``background_share``. The probabilities
+    are the softmax over the classes' evidence and a constant ``margin`` ("none of them"),
+    divided by ``temperature``.
     """
-    bg, low = background_prototypes(scan.sample, scan.best[scan.sample_rows], settings, rng)
-    bg_t = torch.from_numpy(bg)
-
-    def evidence(x: torch.Tensor) -> torch.Tensor:
-        own = net.logits(x, scan.prototypes)
-        return own - net.logits(x, bg_t).max(dim=1, keepdim=True).values if len(bg) else own
-
-    if len(low) >= 2:
-        ref = evidence(torch.from_numpy(low))
-        mean, std = ref.mean(0), ref.std(0).clamp_min(1e-6)
-    else:  # no background to measure against (every window annotated): raw logits
-        mean, std = torch.zeros(len(scan.prototypes)), torch.ones(len(scan.prototypes))
-    probs = np.zeros((scan.n_windows, len(scan.prototypes)), dtype=np.float32)
-    for start, chunk in scan.chunks():
-        z = (evidence(torch.from_numpy(chunk)) - mean) / std
-        z = torch.cat([z, torch.full((len(z), 1), settings.margin)], dim=1)
-        probs[start : start + len(chunk)] = torch.softmax(z / settings.temperature, dim=1)[:, :-1].numpy()
-    return probs
+    lg = scan.logits
+    free = ~scan.annotated
+    if free.sum() < 2:  # nothing left to measure against (every window annotated): all of them
+        free = np.ones(len(lg), dtype=bool)
+    best = lg.max(axis=1)
+    background = lg[free & (best <= np.quantile(best[free], settings.background_share))]
+    if len(background) < 2:
+        background = lg[free]
+    mean = background.mean(axis=0)
+    std = np.maximum(background.std(axis=0, ddof=1), 1e-6) if len(background) > 1 else np.ones_like(mean)
+    z = torch.from_numpy((lg - mean) / std)
+    z = torch.cat([z, torch.full((len(z), 1), settings.margin, dtype=z.dtype)], dim=1)
+    return torch.softmax(z / settings.temperature, dim=1)[:, :-1].numpy()
 
 
 def score_recording(
@@ -521,16 +404,12 @@ def score_recording(
     settings: DetectConfig,
     *,
     hop: int,
-    rng: np.random.Generator,
     progress: Callable[[int], None] | None = None,
     spectrogram: bool = False,
-    work_dir: Path | None = None,
 ) -> Timeline:
-    """Both passes over one recording: its :class:`Timeline`."""
-    with scan_recording(
-        net, path, support, hop=hop, rng=rng, progress=progress, spectrogram=spectrogram, work_dir=work_dir
-    ) as scan:
-        return scan_timeline(scan, window_probabilities(net, scan, settings, rng), settings)
+    """One recording's :class:`Timeline`."""
+    scan = scan_recording(net, path, support, hop=hop, progress=progress, spectrogram=spectrogram)
+    return scan_timeline(scan, window_probabilities(scan, settings), settings)
 
 
 def scan_timeline(scan: Scan, probabilities: np.ndarray, settings: DetectConfig) -> Timeline:
@@ -571,22 +450,6 @@ def timeline_events(timeline: Timeline, classes: Sequence[str], settings: Detect
     return snap_onsets(events, timeline.energy, timeline.energy_step, settings.onset_snap, settings.min_duration)
 
 
-def _overlaps(a: float, b: float, spans: Sequence[tuple[float, float]]) -> bool:
-    return any(a < e and s < b for s, e in spans)
-
-
-def background_prototypes(
-    candidates: np.ndarray, best: np.ndarray, settings: DetectConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """A recording's background: of a sample of its windows ``(m, dim)`` and their highest class
-    logits ``(m,)``, those in the lower ``background_share`` ``(m', dim)``, and their
-    ``background_clusters`` k-means centres ``(k, dim)`` as prototypes. Empty without candidates."""
-    if len(candidates) == 0:
-        return np.zeros((0, candidates.shape[1]), dtype=np.float32), candidates
-    low = candidates[best <= np.quantile(best, settings.background_share)]
-    return kmeans(low.astype(np.float64), settings.background_clusters, rng), low
-
-
 # --- many recordings -----------------------------------------------------------------------
 
 
@@ -598,7 +461,6 @@ def detect(
     settings: DetectConfig = DetectConfig(),
     progress: Progress | None = None,
     spectrogram: bool = False,
-    work_dir: Path | None = None,
 ) -> DetectResult:
     """Detect the support classes' events in each recording (see the module docstring).
 
@@ -634,10 +496,8 @@ def detect(
                 support,
                 settings,
                 hop=hop,
-                rng=np.random.default_rng(settings.seed),
                 progress=tick,
                 spectrogram=spectrogram,
-                work_dir=work_dir,
             )
         except DecodeError as exc:
             skipped.append((path, str(exc)))

@@ -21,8 +21,6 @@ from fslcli.detection import (
     Event,
     Scan,
     Timeline,
-    _WindowStore,
-    kmeans,
     median_smooth,
     merge_events,
     snap_onsets,
@@ -104,74 +102,59 @@ def test_snap_moves_an_onset_to_the_energy_rise_and_keeps_it_after_the_previous_
     assert short == []  # the onset moved to 3.2 s, leaving 0.1 s
 
 
-def test_kmeans_finds_separated_clusters_and_is_seeded() -> None:
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (50, 3)), rng.normal(5, 0.1, (50, 3))])
-    c = kmeans(x, 2, np.random.default_rng(1))
-    assert sorted(np.round(c[:, 0]).tolist()) == [0.0, 5.0]
-    np.testing.assert_array_equal(c, kmeans(x, 2, np.random.default_rng(1)))
-    assert kmeans(x[:1], 4, np.random.default_rng(1)).shape == (1, 3)
-
-
-def test_window_probabilities_find_separable_events(tmp_path: Path) -> None:
-    """Windows near class A's or B's prototype in known places, the rest around the background
-    (far from both, as a recording's windows are from examples recorded elsewhere): standardised
-    against the background, each class's events come out where they are, and nothing else."""
-    net = make_tiny_net()
-    dim, n = net.dim, 400
-    rng = np.random.default_rng(0)
-    unit = np.eye(dim, dtype=np.float32)
-    proto_a, proto_b, background = unit[0], unit[1], unit[2]
-    emb = background + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
-    truth = {"A": [(100, 140), (250, 300)], "B": [(180, 220)]}
-    for label, runs in truth.items():
-        for a, b in runs:
-            near = proto_a if label == "A" else proto_b
-            emb[a:b] = 0.5 * near + 0.5 * background + 0.05 * rng.standard_normal((b - a, dim))
-    store = _WindowStore(dim, tmp_path)
-    store.append(emb[:150])  # two appends: chunks are read back in order
-    store.append(emb[150:])
-    protos = torch.from_numpy(np.stack([proto_a, proto_b]))
-    best = net.logits(torch.from_numpy(emb), protos).max(1).values.numpy()
-    scan = Scan(
+def _scan(logits: np.ndarray, annotated: np.ndarray | None = None) -> Scan:
+    n = len(logits)
+    return Scan(
         path=REC,
-        duration=(n - 1) * 0.128 + 1.0,
-        hop=2048,
+        duration=(n - 1) * 0.25 + 1.0,
+        hop=4000,
         window=16000,
         sample_rate=16000,
-        best=best,
-        sample=emb,
-        sample_rows=np.arange(n),
-        prototypes=protos,
-        store=store,
+        logits=logits.astype(np.float32),
+        annotated=np.zeros(n, dtype=bool) if annotated is None else annotated,
         energy=np.zeros(0, np.float32),
         energy_frame=256,
     )
+
+
+def test_window_probabilities_find_separable_events() -> None:
+    """Windows near class A's or B's prototype in known places, the rest far from both (as a
+    recording's windows are from examples recorded elsewhere): standardised against the
+    recording's background, each class's events come out where they are, and nothing else."""
+    n = 400
+    rng = np.random.default_rng(0)
+    logits = -2.0 + 0.05 * rng.standard_normal((n, 2))  # every window far from both prototypes
+    truth = {"A": [(100, 140), (250, 300)], "B": [(180, 220)]}
+    for label, runs in truth.items():
+        for a, b in runs:
+            logits[a:b, 0 if label == "A" else 1] = -1.0 + 0.05 * rng.standard_normal(b - a)
     settings = DetectConfig()
-    with scan:
-        probs = window_probabilities(net, scan, settings, np.random.default_rng(0))
+    probs = window_probabilities(_scan(logits), settings)
     assert probs.shape == (n, 2) and np.all((probs >= 0) & (probs <= 1))
-    tl = Timeline(REC, scan.duration, 0.128, 1.0, median_smooth(probs, 15))
+    tl = Timeline(REC, (n - 1) * 0.25 + 1.0, 0.25, 1.0, median_smooth(probs, 7))
     events = timeline_events(tl, ["A", "B"], settings)
     expected = sorted((a, b, label) for label, runs in truth.items() for a, b in runs)
     assert [e.label for e in events] == [label for _, _, label in expected]
     for e, (a, b, _) in zip(events, expected, strict=True):
         # Run a..b-1 spans a's centre minus half a hop to (b-1)'s centre plus half a hop.
-        assert e.onset == pytest.approx(a * 0.128 + 0.5 - 0.064, abs=0.3)
-        assert e.offset == pytest.approx((b - 1) * 0.128 + 0.5 + 0.064, abs=0.3)
+        assert e.onset == pytest.approx(a * 0.25 + 0.5 - 0.125, abs=0.3)
+        assert e.offset == pytest.approx((b - 1) * 0.25 + 0.5 + 0.125, abs=0.3)
 
 
-def test_window_store_reads_back_what_it_wrote(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1000, 8)).astype(np.float32)
-    store = _WindowStore(8, tmp_path)
-    for s in range(0, 1000, 333):
-        store.append(x[s : s + 333])
-    chunks = list(store.chunks(size=300))
-    assert [s for s, _ in chunks] == [0, 300, 600, 900]
-    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), x)
-    store.close()
-    assert not list(tmp_path.iterdir())  # the temporary file is gone
+def test_annotated_windows_stay_out_of_the_background() -> None:
+    """Windows of annotated examples are strongly A; kept in the background they would raise its
+    mean and spread for A, and the weaker A windows elsewhere would no longer stand out."""
+    n = 200
+    rng = np.random.default_rng(1)
+    logits = -2.0 + 0.05 * rng.standard_normal((n, 2))
+    logits[:60, 0] = -0.5  # the annotated examples
+    logits[120:140] = (-1.2, -2.2)  # A elsewhere, weaker
+    annotated = np.zeros(n, dtype=bool)
+    annotated[:60] = True
+    settings = DetectConfig(background_share=0.9)
+    with_examples = window_probabilities(_scan(logits, annotated), settings)[120:140, 0]
+    without = window_probabilities(_scan(logits), settings)[120:140, 0]
+    assert with_examples.min() > 0.9 > without.max()
 
 
 # --- streaming ------------------------------------------------------------------------------------------------
