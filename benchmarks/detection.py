@@ -726,6 +726,9 @@ def main() -> None:
                 base_fa = run_baseline(empty)
                 row = {
                     "home": str(home),
+                    # Share of the left-out test instruments' notes inside the episode's pitch range
+                    # (the distractors are drawn from those).
+                    "distractors_in_range": [round(c.distractors_in_range, 3) for c in cases],
                     "detector": f_measures(counts),
                     "baseline": f_measures(base),
                     "x_real_time": audio_s / took,
