@@ -397,7 +397,12 @@ def train(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes (optimizer steps).")] = _TRAIN.steps,
     seed: SeedOpt = 0,
     preset: Annotated[
-        Preset, typer.Option("--preset", help="default, or tutorial: the ISMIR 2022 tutorial's network and training.")
+        Preset,
+        typer.Option(
+            "--preset",
+            help="default, or tutorial: the ISMIR 2022 tutorial's network and training, on TinySOL's nine "
+            "training instruments unless --train-classes names others.",
+        ),
     ] = Preset.default,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>/).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty run folder.")] = False,

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from fslcli.config import (
+    DEFAULT_TRAIN_CLASSES,
     PRESETS,
     TRAIN_EPISODE,
     AudioConfig,
@@ -123,6 +124,11 @@ def test_tutorial_preset_is_the_tutorial_and_keeps_the_runs_own_settings() -> No
     assert (tut.train.optimizer, tut.train.learning_rate) == ("adam", 1e-3)  # a constant 1e-3
     assert tut.split == base.split
     assert tut.train == replace(base.train, optimizer="adam", learning_rate=1e-3)  # length, seed, devices kept
+
+
+def test_the_tutorial_preset_trains_on_tinysols_instruments_unless_told_otherwise() -> None:
+    assert tutorial_preset().split.train_classes == DEFAULT_TRAIN_CLASSES  # as the tutorial; drums have too few clips
+    assert tutorial_preset().split.test_classes == SplitConfig().test_classes
 
 
 def test_presets_by_name() -> None:
