@@ -80,26 +80,31 @@ def log(msg: str) -> None:
 def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str, Any]]:
     """Train with fit() as ``fsl train`` does; the model file, wall seconds and its history."""
     from fslcli.data import shared_pairs_of
+    from fslcli.splits import make_pools, resolve_split
     from fslcli.training import fit, read_history
 
     def progress(ev: dict[str, Any]) -> None:
         if ev.get("event") == "val" and "val_acc" in ev:
             log(f"  step {ev['step']}: validation accuracy {ev['val_acc']:.3f}")
 
-    config = replace(config, split=prep.split)  # the resolved split (train_classes None made explicit), as fsl train
+    # The configuration's own split (the tutorial preset's differs from the data's default),
+    # resolved as fsl train resolves it (train_classes None made explicit).
+    split, _ = resolve_split(config.split, prep.cache.labels(), shared_pairs_of(prep.source)[1])
+    pools = prep.pools if split == prep.split else make_pools(prep.cache.clips, split)
+    config = replace(config, split=split)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "history.jsonl").unlink(missing_ok=True)  # a run folder reused: its history starts again
     t0 = time.perf_counter()
     fitted = fit(
         config,
         prep.cache,
-        train_pool=prep.pools.train,
-        val_pool=prep.pools.val,
+        train_pool=pools.train,
+        val_pool=pools.val,
         source=prep.source,
         run_dir=run_dir,
-        groups=prep.pools.groups,
+        groups=pools.groups,
         progress=progress,
-        extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": shared_pairs_of(prep.source)[0]},
+        extra_meta={"val_description": pools.val_description, "soundfont_sha256": shared_pairs_of(prep.source)[0]},
     )
     seconds = time.perf_counter() - t0
     history = [{k: r.get(k) for k in ("step", "seconds", "val_acc", "val_loss")} for r in read_history(run_dir)]
