@@ -70,7 +70,7 @@ def variant(name: str, base: Any, all_classes: tuple[str, ...]) -> Any:
         ),
         "all": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=0.0)),
         # (the recording chain variants, all+chain and all+pitch+chain, run at the git tag
-        # study/recording-chain, where the chain augmentation still exists)
+        # study/recording-chain, commit d5a516e, where the chain augmentation still exists)
         "all+pitch": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=8.0)),
         "all+pitch4": lambda: replace(base, split=many, augment=replace(aug, pitch_semitones=4.0)),
     }

@@ -6,7 +6,7 @@ axis by a few bands, and SpecAugment time and frequency masks (Park et al., 2019
 
 A simulated recording chain (rooms, microphone EQ, compression, noise) was measured as a
 training augmentation and lost to pitch warps on held-out FluidR3_GM; it is kept at the git tag
-``study/recording-chain`` (see benchmarks/results/README.md).
+``study/recording-chain``, commit d5a516e (see benchmarks/results/README.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fslcli.config import AugmentConfig
+
 
 def spec_mask_params(
     rng: np.random.Generator, n: int, n_mels: int, n_frames: int, aug: AugmentConfig
