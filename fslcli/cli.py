@@ -352,7 +352,10 @@ def _shared_samples(report: Any) -> None:
     for pair in tested:
         # fsl train leaves out every class that shares recordings with a test class, unless
         # --train-classes names it (then fsl eval warns in that font).
-        out.print(f"Shared samples: {escape(pair.describe(roles))} (the other side is left out of training by default)")
+        other = pair.first if roles.get(pair.second) == "test" else pair.second
+        out.print(
+            f"Shared samples: {escape(pair.describe(roles))} ({escape(other)} is left out of training by default)"
+        )
     if report.shared:
         out.print(
             f"{len(report.shared)} pair(s) of sounds share recordings in all; provenance of every note: "
