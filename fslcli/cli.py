@@ -206,16 +206,17 @@ def _model(model: Path | None) -> Path:
     return path
 
 
-def _model_and_inputs(args: list[Path], *, need_inputs: bool = True) -> tuple[Path, list[Path]]:
+def _model_and_inputs(args: list[Path], *, example: str, need_inputs: bool = True) -> tuple[Path, list[Path]]:
     """``[MODEL] INPUT...``: the first argument is the model when it is a ``.pt`` file or a run
     folder holding ``model.pt``; otherwise MODEL is chosen as :func:`_model` chooses it and every
-    argument is input (at least one, with ``need_inputs``)."""
+    argument is input (at least one, with ``need_inputs``; ``example`` is the command's usage
+    that the error shows)."""
     if args and (args[0].suffix == ".pt" or (args[0] / "model.pt").is_file()):
         model, inputs = args[0], args[1:]
     else:
         model, inputs = _model(None), args
     if not inputs and need_inputs:
-        raise FslError("give audio files or folders after MODEL, e.g. fsl embed runs/x/model.pt my_sounds/")
+        raise FslError(f"give audio files or folders after MODEL, e.g. {example}")
     return model, inputs
 
 
@@ -644,7 +645,7 @@ def embed(
     from fslcli.workflows import embed as run
 
     check_embeddings_path(out_path)
-    model, inputs = _model_and_inputs(args)
+    model, inputs = _model_and_inputs(args, example="fsl embed runs/x/model.pt my_sounds/")
     with progress_bar() as bar:
         done = run(model, inputs, out=out_path, windows=_windows(windows), progress=bar)
     _skipped(done.skipped)
@@ -668,7 +669,7 @@ def predict(
     """Classify recordings against classes given by a few examples each."""
     from fslcli.workflows import predict as run
 
-    model, queries = _model_and_inputs(args)
+    model, queries = _model_and_inputs(args, example="fsl predict --support examples/ my_sounds/")
     with progress_bar() as bar:
         res = run(model, queries, support=support, top_k=top_k, reject=reject, windows=_windows(windows), progress=bar)
     if as_json:
@@ -759,7 +760,10 @@ def detect(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Draw the spectrogram and the events, one row per class (.html, self-contained)."),
+        typer.Option(
+            "--plot",
+            help="Draw the spectrogram and the events, one row per class: .html (self-contained), .png, .svg or .pdf.",
+        ),
     ] = None,
     threshold: Annotated[
         float, typer.Option("--threshold", help="Smoothed class probability at which a window joins an event.")
@@ -786,7 +790,9 @@ def detect(
 
     from fslcli.workflows import detect as run
 
-    model, recordings = _model_and_inputs(list(args or []), need_inputs=examples is None)
+    model, recordings = _model_and_inputs(
+        list(args or []), example="fsl detect --support examples/ recording.wav", need_inputs=examples is None
+    )
     settings = replace(_DETECT, threshold=threshold, min_duration=min_duration, hop=hop, smooth=smooth)
     with progress_bar() as bar:
         done = run(

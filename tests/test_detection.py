@@ -472,6 +472,12 @@ def test_detect_one_line_errors(trained_model: Path, detect_data: dict, tmp_path
     # Both or neither of --support and --examples.
     res = runner.invoke(app, [*base, str(detect_data["rec"])])
     assert res.exit_code == 1 and "not neither" in flat(res.output)
+    # No recording and no --examples to name them: the usage shown is detect's own.
+    res = runner.invoke(app, [*base, "--support", str(detect_data["support"])])
+    assert res.exit_code == 1
+    assert "give audio files or folders after MODEL, e.g. fsl detect --support examples/ recording.wav" in flat(
+        res.output
+    )
     # An examples file pointing outside its recording names the row.
     ex = _examples(tmp_path / "ex.csv", [f"{detect_data['rec']},11.5,13.0,Bright"])
     res = runner.invoke(app, [*base, "--examples", str(ex)])
