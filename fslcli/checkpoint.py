@@ -40,6 +40,20 @@ class LoadedModel:
     path: Path
     sha256: str
 
+    @property
+    def sources(self) -> tuple[DataSource, ...]:
+        """Every data source the model was trained on, ``source`` first."""
+        listed = self.meta.get("sources")
+        return tuple(DataSource.from_dict(d) for d in listed) if listed else (self.source,)
+
+    @property
+    def fonts(self) -> tuple[str | None, ...]:
+        """The sha256 of the SoundFont behind each of ``sources`` (None: not a render, or unknown)."""
+        listed = self.meta.get("sources")
+        if listed:
+            return tuple(d.get("soundfont_sha256") for d in listed)
+        return (self.meta.get("soundfont_sha256"),)
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -240,6 +240,15 @@ DatasetOpt = Annotated[
 DataHomeOpt = Annotated[
     Path | None, typer.Option("--data-home", help="That dataset's folder (default ~/mir_datasets/<dataset>).")
 ]
+TrainDataHomeOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--data-home",
+        metavar="PATH",
+        help="That dataset's folder (default ~/mir_datasets/<dataset>). Repeat it to train on several libraries "
+        "at once, e.g. two SoundFonts' renders: a class name in both is one class, its episodes mix them.",
+    ),
+]
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Your own data: a folder with one subfolder per class.")
 ]
@@ -410,7 +419,7 @@ def train(
         Path | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
     ] = None,
     dataset: DatasetOpt = None,
-    data_home: DataHomeOpt = None,
+    data_home: TrainDataHomeOpt = None,
     data_dir: DataDirOpt = None,
     train_classes: Annotated[
         str | None,
@@ -456,10 +465,10 @@ def train(
     is_child = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
     explicit_split = (train_classes or test_classes or val_classes) is not None
     if resume is not None:
-        config, source = load_run_file(resume)
+        config, sources = load_run_file(resume)
         run_dir = resume
     else:
-        source = _source(dataset, data_home, data_dir).resolve()
+        sources = tuple(_source(dataset, home, data_dir).resolve() for home in data_home or [None])
         base = RunConfig(
             train=replace(
                 _TRAIN, steps=steps, seed=seed, learning_rate=lr, val_every=min(val_every, steps),
@@ -487,17 +496,17 @@ def train(
     os.environ["FSL_RUN_DIR"] = str(run_dir)  # DDP workers re-run this command: they must find the same folder
     _train(
         config,
-        source,
+        sources,
         run_dir,
         resume is not None,
         cache_dir,
         quiet=is_child,
-        adapt=source.kind == "folder" and not explicit_split,
+        adapt=sources[0].kind == "folder" and not explicit_split,
     )
 
 
 def _train(
-    config: Any, source: Any, run_dir: Path, resuming: bool, cache_dir: Path | None, *, quiet: bool, adapt: bool
+    config: Any, sources: Any, run_dir: Path, resuming: bool, cache_dir: Path | None, *, quiet: bool, adapt: bool
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -534,7 +543,7 @@ def _train(
     try:
         with bars:
             result = run(
-                config, source, run_dir=run_dir, resume=resuming, adapt_split=adapt, cache_dir=cache_dir,
+                config, sources, run_dir=run_dir, resume=resuming, adapt_split=adapt, cache_dir=cache_dir,
                 report=(lambda line: None) if quiet else (lambda line: err.print(escape(line), soft_wrap=True)),
                 progress=on_progress, events=on_event,
             )  # fmt: skip

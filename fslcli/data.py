@@ -1,14 +1,19 @@
-"""A data source made ready for a command: its clips read, decoded into the cache, grouped into
-class pools, with what the source's provenance says about shared recordings."""
+"""Data sources made ready for a command: their clips read, decoded into the cache, grouped into
+class pools, with what each source's provenance says about shared recordings.
+
+Several sources (``fsl train --data-home A --data-home B``) are read as one: a class name in
+both is one class, so its episodes mix the libraries and the library becomes a nuisance the
+embedding must ignore. Each library's source groups stay its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fslcli.config import SplitConfig
-from fslcli.datasets import DataSource, load_clips
+from fslcli.datasets import Clip, DataSource, load_clips
 from fslcli.datasets.provenance import SharedPair, leaks, read_shared_pairs
 from fslcli.errors import DataError
 from fslcli.features import WaveCache, open_cache
@@ -19,7 +24,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class Prepared:
-    """Clips of a source, decoded into the cache, grouped into pools."""
+    """Clips of one or more sources, decoded into the cache, grouped into pools. ``source`` is
+    the first of ``sources``."""
 
     source: DataSource
     cache: WaveCache
@@ -29,10 +35,11 @@ class Prepared:
     cache_built: bool
     #: One-line notes for the user from reading the data (e.g. an old render's grouping).
     notices: tuple[str, ...] = ()
+    sources: tuple[DataSource, ...] = ()
 
 
 def prepare(
-    source: DataSource,
+    source: DataSource | Sequence[DataSource],
     split: SplitConfig,
     *,
     sample_rate: int,
@@ -40,34 +47,56 @@ def prepare(
     progress: Progress | None = None,
     adapt_split: bool = False,
 ) -> Prepared:
-    """Read a source, open (or build) its cache, and make the class pools.
+    """Read a source (or several, as one), open (or build) its cache, and make the class pools.
 
     ``adapt_split``: for data whose classes are not TinySOL's, derive a default split
     (see :func:`fslcli.splits.default_split_for`). ``train_classes`` None is made explicit
     (see :func:`fslcli.splits.resolve_split`), leaving out classes that share recordings with
-    held-out ones.
+    held-out ones in any of the sources.
     """
-    read = load_clips(source)
-    skipped = [(str(p), r) for p, r in read.skipped]
+    sources = (source,) if isinstance(source, DataSource) else tuple(source)
+    if not sources:
+        raise DataError("no data source given")
+    seen = [s.path.resolve() for s in sources]
+    twice = next((s for i, s in enumerate(sources) if seen[i] in seen[:i]), None)
+    if twice is not None:
+        raise DataError(f"{twice.describe()} is given twice; give each data home once")
+    reads = [load_clips(s) for s in sources]
+    clips = reads[0].clips if len(reads) == 1 else merge_clips([r.clips for r in reads])
+    skipped = [(str(p), r) for read in reads for p, r in read.skipped]
     cache, built = open_cache(
-        read.clips,
+        clips,
         sample_rate,
         cache_dir,
         progress=(lambda d, t: progress("Decoding audio into the cache", d, t)) if progress else None,
     )
     skipped += cache.skipped
     if len(cache) == 0:
-        raise DataError(f"no usable audio in {source.describe()} ({len(skipped)} files skipped)")
+        where = " and ".join(s.describe() for s in sources)
+        raise DataError(f"no usable audio in {where} ({len(skipped)} files skipped)")
     if adapt_split:
         split = default_split_for(cache.labels(), split)
-    split, left_out = resolve_split(split, cache.labels(), shared_pairs_of(source)[1])
-    notices = read.notices
+    pairs = [pair for s in sources for pair in shared_pairs_of(s)[1]]
+    split, left_out = resolve_split(split, cache.labels(), pairs)
+    notices = tuple(line for read in reads for line in read.notices)
     if left_out and split.train_classes:
         notices += (
             f"{len(left_out)} class(es) left out of training because they share recordings with test or "
             f"validation classes: {', '.join(left_out)}",
         )
-    return Prepared(source, cache, make_pools(cache.clips, split), split, skipped, built, notices)
+    pools = make_pools(cache.clips, split)
+    return Prepared(sources[0], cache, pools, split, skipped, built, notices, sources)
+
+
+def merge_clips(per_source: Sequence[Sequence[Clip]]) -> list[Clip]:
+    """The clips of several sources as one list, each source group prefixed with its source's
+    position (two SoundFonts may both name a sample "Flute C4"; they are not one recording).
+    Clips without a group keep none."""
+    return [
+        replace(c, group=None if c.group is None else f"{i}:{c.group}")
+        for i, clips in enumerate(per_source)
+        for c in clips
+    ]
 
 
 def shared_pairs_of(source: DataSource) -> tuple[str | None, list[SharedPair]]:
@@ -78,12 +107,20 @@ def shared_pairs_of(source: DataSource) -> tuple[str | None, list[SharedPair]]:
 
 
 def shared_sample_warning(
-    source: DataSource, model_source: DataSource, model_font: str | None, train: list[str], test: list[str]
+    source: DataSource,
+    model_sources: Sequence[DataSource],
+    model_fonts: Sequence[str | None],
+    train: list[str],
+    test: list[str],
 ) -> str | None:
     """A line naming the test classes that share recordings with training classes, when a model is
-    evaluated on the SoundFont render it was trained on (elsewhere they are independent), else None."""
+    evaluated on a SoundFont render it was trained on (elsewhere they are independent), else None.
+
+    ``model_fonts``: the sha256 of each SoundFont the model was trained on (None where unknown).
+    """
     font, pairs = shared_pairs_of(source)
-    same = (font is not None and font == model_font) or (model_font is None and source == model_source)
+    known = [f for f in model_fonts if f is not None]
+    same = (font is not None and font in known) or (not known and source in model_sources)
     shared = leaks(pairs, train, test) if same else []
     if not shared:
         return None

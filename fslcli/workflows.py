@@ -114,8 +114,8 @@ def check_run_dir(run_dir: Path, force: bool) -> None:
         raise FslError(f"--out {run_dir}: {ancestor} is a file, so no folder can be made there; choose another --out")
 
 
-def load_run_file(run_dir: Path) -> tuple[RunConfig, DataSource]:
-    """The settings and data source of a run started with ``fsl train`` (for ``--resume``)."""
+def load_run_file(run_dir: Path) -> tuple[RunConfig, tuple[DataSource, ...]]:
+    """The settings and data sources of a run started with ``fsl train`` (for ``--resume``)."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FslError(f"--resume {run_dir}: no run.json there; give the folder of a run started with `fsl train`")
@@ -125,12 +125,13 @@ def load_run_file(run_dir: Path) -> tuple[RunConfig, DataSource]:
             "start it again with --force"
         )
     data = json.loads(path.read_text(encoding="utf-8"))
-    return RunConfig.from_dict(data["settings"]), DataSource.from_dict(data["source"])
+    sources = tuple(DataSource.from_dict(d) for d in data.get("sources") or [data["source"]])
+    return RunConfig.from_dict(data["settings"]), sources
 
 
 def train(
     config: RunConfig,
-    source: DataSource,
+    source: DataSource | Sequence[DataSource],
     *,
     run_dir: Path,
     resume: bool = False,
@@ -142,10 +143,13 @@ def train(
 ) -> Any:
     """Prepare the data, check the run can go, write ``run.json`` and train (``fit``).
 
+    Several sources train one model on all of them (same class names are one class); the model
+    records the first as its own data and lists them all in its metadata.
+
     ``report`` gets one-line notes (data, split, notices); ``progress`` the data preparation;
     ``events`` the training steps and validations. Returns the :class:`~fslcli.training.FitResult`.
     """
-    from fslcli.data import prepare, shared_pairs_of
+    from fslcli.data import prepare
     from fslcli.training import fit, preflight
     from fslcli.training.module import train_episode_config
 
@@ -162,7 +166,7 @@ def train(
         report(f"{len(prep.skipped)} file(s) skipped (unreadable or missing)")
     shape = train_episode_config(config, len(prep.pools.train))
     report(
-        f"Data: {source.describe()}: {len(prep.cache)} clips; training on {len(prep.pools.train)} classes in "
+        f"Data: {' + '.join(s.describe() for s in prep.sources)}: {len(prep.cache)} clips; training on {len(prep.pools.train)} classes in "
         f"{shape.ways}-way {shape.shots}-shot {shape.queries}-query episodes; validation on {prep.pools.val_description}"
     )
     # Refused here, the run folder is not created: the same command works once fixed.
@@ -170,7 +174,9 @@ def train(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            payload = {"settings": config.to_dict(), "source": source.to_dict()}
+            payload = {"settings": config.to_dict(), "source": prep.source.to_dict()}
+            if len(prep.sources) > 1:
+                payload["sources"] = [s.to_dict() for s in prep.sources]
             (run_dir / "run.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
             (run_dir / "history.jsonl").unlink(missing_ok=True)
     except OSError as exc:
@@ -182,13 +188,24 @@ def train(
         prep.cache,
         train_pool=prep.pools.train,
         val_pool=prep.pools.val,
-        source=source,
+        source=prep.source,
         run_dir=run_dir,
         groups=prep.pools.groups,
         resume=resume,
         progress=events,
-        extra_meta={"val_description": prep.pools.val_description, "soundfont_sha256": shared_pairs_of(source)[0]},
+        extra_meta={"val_description": prep.pools.val_description, **_font_meta(prep.sources)},
     )
+
+
+def _font_meta(sources: Sequence[DataSource]) -> dict[str, Any]:
+    """What a model records about the SoundFonts of its training data (see ``LoadedModel.fonts``)."""
+    from fslcli.data import shared_pairs_of
+
+    fonts = [shared_pairs_of(s)[0] for s in sources]
+    meta: dict[str, Any] = {"soundfont_sha256": fonts[0]}
+    if len(sources) > 1:
+        meta["sources"] = [{**s.to_dict(), "soundfont_sha256": f} for s, f in zip(sources, fonts, strict=True)]
+    return meta
 
 
 # --- eval ------------------------------------------------------------------------------
@@ -239,7 +256,7 @@ def evaluate_model(
         groups=prep.pools.groups, device=device, progress=lambda d, t: progress("Embedding test clips", d, t),
     )  # fmt: skip
     train = list(loaded.config.split.train_classes or ())
-    warning = shared_sample_warning(source, loaded.source, loaded.meta.get("soundfont_sha256"), train, result.classes)
+    warning = shared_sample_warning(source, loaded.sources, loaded.fonts, train, result.classes)
     summary = {
         "mean_accuracy": result.mean_accuracy,
         "ci95_half_width": result.ci95_half_width,
@@ -605,7 +622,7 @@ def model_info(model: Path) -> list[tuple[str, str]]:
     rows = [
         ("file", str(loaded.path)),
         ("sha256", loaded.sha256),
-        ("data", loaded.source.describe()),
+        ("data", " + ".join(s.describe() for s in loaded.sources)),
         ("trained on", _class_list(c.split.train_classes or ())),
         ("validated on", meta.get("val_description") or ", ".join(c.split.val_classes)),
         ("tested on", ", ".join(c.split.test_classes)),

@@ -223,6 +223,31 @@ def test_train_preset_keeps_the_episode_options_given(
     assert no_fit[-1].episode == EpisodeConfig(3, 2, 3)
 
 
+def test_train_on_two_libraries_records_both(runner: CliRunner, gm_home: Path, tmp_path: Path) -> None:
+    """``--data-home`` twice: one model from both libraries, which its file, info and eval know."""
+    import shutil
+
+    from conftest import tiny_train_args
+
+    other = tmp_path / "other-library"
+    shutil.copytree(gm_home, other)
+    run = tmp_path / "run"
+    res = runner.invoke(app, [*tiny_train_args(gm_home, run), "--data-home", str(other)])
+    assert res.exit_code == 0, res.output
+    assert f"tinysol-gm at {gm_home} + tinysol-gm at {other}: 420 clips" in flat(res.stderr)
+    saved = json.loads((run / "run.json").read_text())
+    assert [s["path"] for s in saved["sources"]] == [str(gm_home), str(other)]
+    from fslcli.workflows import model_info
+
+    assert dict(model_info(run / "model.pt"))["data"] == f"tinysol-gm at {gm_home} + tinysol-gm at {other}"
+    # Either library is one the model was trained on; without --data-home eval reads the first.
+    res = runner.invoke(app, ["eval", str(run / "model.pt"), "--json", "--episodes", "2", *SMALL_EPISODES])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["settings"]["dataset"]["path"] == str(gm_home)
+    res = runner.invoke(app, [*tiny_train_args(gm_home, tmp_path / "again"), "--data-home", str(gm_home)])
+    assert res.exit_code == 1 and "is given twice; give each data home once" in flat(res.stderr)
+
+
 # --- eval --------------------------------------------------------------------------------
 
 

@@ -4,8 +4,10 @@ provenance says about recordings shared between classes."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fslcli.config import SplitConfig
@@ -61,12 +63,41 @@ def test_shared_sample_warning_only_in_the_training_font(tmp_path: Path) -> None
     (home / "render_report.json").write_text(json.dumps(report))
     source = DataSource("tinysol-gm", home)
     train, test = ["Violin", "Flute"], ["Viola", "Bassoon"]
-    line = shared_sample_warning(source, source, "abc", train, test)
+    line = shared_sample_warning(source, [source], ["abc"], train, test)
     assert line is not None and "Violin (train) and Viola (test) share 1 sample" in line and "optimistic" in line
     # A model file that records no font: the same data is taken as the same font.
-    assert shared_sample_warning(source, source, None, train, test) == line
+    assert shared_sample_warning(source, [source], [None], train, test) == line
+    # A model trained on two fonts, this one among them.
+    other = DataSource("tinysol-gm", tmp_path / "x")
+    assert shared_sample_warning(source, [other, source], ["other", "abc"], train, test) == line
     # Another font (the model never heard its violin), other classes, or other data: nothing to say.
-    assert shared_sample_warning(source, source, "other", train, test) is None
-    assert shared_sample_warning(source, DataSource("tinysol-gm", tmp_path / "x"), None, train, test) is None
-    assert shared_sample_warning(source, source, "abc", ["Flute"], test) is None
-    assert shared_sample_warning(DataSource("folder", home), source, None, train, test) is None
+    assert shared_sample_warning(source, [source], ["other"], train, test) is None
+    assert shared_sample_warning(source, [other], [None], train, test) is None
+    assert shared_sample_warning(source, [source], ["abc"], ["Flute"], test) is None
+    assert shared_sample_warning(DataSource("folder", home), [source], [None], train, test) is None
+
+
+def test_several_sources_are_read_as_one(gm_home: Path, tmp_path: Path) -> None:
+    """Two libraries: one class per name, each library's recordings its own source groups."""
+    copy = tmp_path / "another-library"
+    shutil.copytree(gm_home, copy)
+    first, second = DataSource("tinysol-gm", gm_home), DataSource("tinysol-gm", copy)
+    one = prepare(first, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
+    both = prepare([first, second], SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
+    assert both.sources == (first, second) and both.source == first
+    assert len(both.cache) == 2 * len(one.cache)
+    assert both.split == one.split and list(both.pools.train) == list(one.pools.train)
+
+    def every(prep, label: str) -> np.ndarray:  # validation takes a fold of the recordings: count both roles
+        return np.concatenate([prep.pools.train[label], prep.pools.val.get(label, np.array([], dtype=np.int64))])
+
+    for label in both.pools.train:
+        idx = every(both, label)
+        assert len(idx) == 2 * len(every(one, label))
+        # The same sample in two libraries is two recordings: no source group spans both.
+        in_copy = np.array([copy in both.cache.clips[i].path.parents for i in idx])
+        first_groups, copy_groups = set(both.pools.groups[idx[~in_copy]]), set(both.pools.groups[idx[in_copy]])
+        assert in_copy.sum() == len(idx) // 2 and not first_groups & copy_groups
+        assert len(first_groups) == len(copy_groups) == len(set(one.pools.groups[every(one, label)]))
+    with pytest.raises(DataError, match="is given twice; give each data home once"):
+        prepare([first, DataSource("tinysol-gm", gm_home / ".")], SplitConfig(), sample_rate=16_000, cache_dir=None)

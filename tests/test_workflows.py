@@ -118,7 +118,12 @@ def test_load_run_file(tmp_path: Path) -> None:
         load_run_file(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert load_run_file(tmp_path) == (CONFIG, source)
+    assert load_run_file(tmp_path) == (CONFIG, (source,))
+    # A run on several data homes lists them all.
+    other = DataSource("folder", tmp_path / "more")
+    payload = {"settings": CONFIG.to_dict(), "source": source.to_dict(), "sources": [source.to_dict(), other.to_dict()]}
+    (tmp_path / "run.json").write_text(json.dumps(payload))
+    assert load_run_file(tmp_path) == (CONFIG, (source, other))
 
 
 def test_source_choice_falls_back_to_the_models_own_data(tmp_path: Path) -> None:
