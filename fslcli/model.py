@@ -130,6 +130,41 @@ def warped_filterbanks(fb: torch.Tensor, semitones: torch.Tensor) -> torch.Tenso
     )
 
 
+def mel_filterbank(audio: AudioConfig) -> np.ndarray:
+    """librosa's mel filterbank for ``audio``, ``(n_mels, n_fft // 2 + 1)`` float32.
+
+    Importing ``librosa.filters`` (and scipy.signal under it) takes about 3 s, paid at every start
+    of every command that loads a model; so the filterbank is kept in the cache folder after its
+    first use, named by its parameters and librosa's version.
+    """
+    from importlib.metadata import version
+
+    from fslcli.features import default_cache_dir
+
+    shape = (audio.n_mels, audio.n_fft // 2 + 1)
+    path = (
+        default_cache_dir() / f"melfb-{audio.sample_rate}-{audio.n_fft}-{audio.n_mels}-librosa{version('librosa')}.npy"
+    )
+    try:
+        kept = np.load(path, allow_pickle=False)
+        if kept.shape == shape and kept.dtype == np.float32:
+            return kept
+    except (OSError, ValueError):
+        pass  # not there yet, or unreadable: computed again below
+    import librosa
+
+    fb = librosa.filters.mel(sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels).astype(np.float32)
+    from fslcli.atomic import atomic_write
+    from fslcli.errors import OutputError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: np.save(f, fb, allow_pickle=False))
+    except (OSError, OutputError):
+        pass  # an unwritable cache folder only costs start-up time
+    return fb
+
+
 def mel_band_centres(audio: AudioConfig) -> np.ndarray:
     """Centre frequency in Hz of each band of :class:`LogMel`'s filterbank, ``(n_mels,)``."""
     import librosa
@@ -143,10 +178,8 @@ class LogMel(nn.Module):
 
     def __init__(self, audio: AudioConfig) -> None:
         super().__init__()
-        import librosa
-
         self.n_fft, self.hop, self.compression = audio.n_fft, audio.hop_length, audio.compression
-        fb = librosa.filters.mel(sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels)
+        fb = mel_filterbank(audio)
         self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(audio.n_fft), persistent=False)
 

@@ -12,6 +12,7 @@ from fslcli.model import (
     LOG_FLOOR,
     LogMel,
     ProtoNet,
+    mel_filterbank,
     pooled_scatter,
     prototypes,
     squared_euclidean,
@@ -381,3 +382,24 @@ def test_eval_folds_batchnorm_into_the_convolutions_without_changing_the_functio
         torch.testing.assert_close(net.embed(waves), unfolded(), rtol=1e-5, atol=1e-6)
         net.body[0].net[0].weight.mul_(2.0)  # new weights: the folded body is rebuilt
         torch.testing.assert_close(net.embed(waves), unfolded(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_mel_filterbank_is_librosas_and_kept_after_its_first_use(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import librosa
+
+    monkeypatch.setenv("FSL_CACHE_DIR", str(tmp_path))
+    audio = AudioConfig(n_mels=40)
+    fb = mel_filterbank(audio)
+    assert np.array_equal(fb, librosa.filters.mel(sr=16_000, n_fft=1024, n_mels=40))
+    assert fb.shape == (40, 513) and fb.dtype == np.float32
+    (kept,) = tmp_path.glob("melfb-16000-1024-40-librosa*.npy")
+
+    def no_librosa(*args, **kwargs):
+        raise AssertionError("librosa computed it again")
+
+    monkeypatch.setattr(librosa.filters, "mel", no_librosa)
+    assert np.array_equal(mel_filterbank(audio), fb)  # read back: no librosa.filters import at start-up
+    kept.write_bytes(b"damaged")
+    monkeypatch.undo()
+    monkeypatch.setenv("FSL_CACHE_DIR", str(tmp_path))
+    assert np.array_equal(mel_filterbank(audio), fb)  # a damaged file is computed again
