@@ -79,7 +79,7 @@ def log(msg: str) -> None:
 
 def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str, Any]]:
     """Train with fit() as ``fsl train`` does; the model file, wall seconds and its history."""
-    from fslcli.data import shared_pairs_of
+    from fslcli.data import shared_pairs_of, sources_meta
     from fslcli.splits import make_pools, resolve_split
     from fslcli.training import fit, read_history
 
@@ -89,7 +89,8 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
 
     # The configuration's own split (the tutorial preset's differs from the data's default),
     # resolved as fsl train resolves it (train_classes None made explicit).
-    split, _ = resolve_split(config.split, prep.cache.labels(), shared_pairs_of(prep.source)[1])
+    pairs = [pair for source in prep.sources for pair in shared_pairs_of(source)[1]]
+    split, _ = resolve_split(config.split, prep.cache.labels(), pairs)
     pools = prep.pools if split == prep.split else make_pools(prep.cache.clips, split)
     config = replace(config, split=split)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,7 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
         run_dir=run_dir,
         groups=pools.groups,
         progress=progress,
-        extra_meta={"val_description": pools.val_description, "soundfont_sha256": shared_pairs_of(prep.source)[0]},
+        extra_meta={"val_description": pools.val_description, **sources_meta(prep.sources)},
     )
     seconds = time.perf_counter() - t0
     history = [{k: r.get(k) for k in ("step", "seconds", "val_acc", "val_loss")} for r in read_history(run_dir)]

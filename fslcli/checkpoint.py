@@ -48,11 +48,8 @@ class LoadedModel:
 
     @property
     def fonts(self) -> tuple[str | None, ...]:
-        """The sha256 of the SoundFont behind each of ``sources`` (None: not a render, or unknown)."""
-        listed = self.meta.get("sources")
-        if listed:
-            return tuple(d.get("soundfont_sha256") for d in listed)
-        return (self.meta.get("soundfont_sha256"),)
+        """The sha256 of each SoundFont the model was trained on (None: not a render, or unknown)."""
+        return tuple(self.meta.get("soundfonts") or (self.meta.get("soundfont_sha256"),))
 
 
 def sha256_file(path: Path) -> str:

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fslcli import __version__
-from fslcli.config import TRAIN_EPISODE, DetectConfig, TrainConfig
+from fslcli.config import EVAL_WINDOWS, TRAIN_EPISODE, DetectConfig, TrainConfig
 from fslcli.errors import FslError
 
 app = typer.Typer(
@@ -579,7 +579,7 @@ def eval_cmd(
     queries: QueriesOpt = 15,
     seed: SeedOpt = 0,
     group_by: GroupByOpt = GroupBy.source,
-    windows: _windows_opt("1", "one excerpt from each clip's onset") = "1",  # type: ignore[valid-type]
+    windows: _windows_opt(str(EVAL_WINDOWS), "one excerpt at each clip's onset, one at its end") = str(EVAL_WINDOWS),  # type: ignore[valid-type]
     as_json: JsonOpt = False,
     dataset: DatasetOpt = None,
     data_home: DataHomeOpt = None,

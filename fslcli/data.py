@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from fslcli.config import SplitConfig
 from fslcli.datasets import Clip, DataSource, load_clips
@@ -104,6 +105,18 @@ def shared_pairs_of(source: DataSource) -> tuple[str | None, list[SharedPair]]:
     recordings; (None, []) for other data."""
     found = read_shared_pairs(source.path) if source.kind != "folder" else None
     return found if found else (None, [])
+
+
+def sources_meta(sources: Sequence[DataSource]) -> dict[str, Any]:
+    """What a model file records about its training data beside its first source: the sha256 of
+    its SoundFont and, with several sources, every source and every font (see
+    :class:`fslcli.checkpoint.LoadedModel`)."""
+    fonts = [shared_pairs_of(s)[0] for s in sources]
+    meta: dict[str, Any] = {"soundfont_sha256": fonts[0]}
+    if len(sources) > 1:
+        meta["sources"] = [s.to_dict() for s in sources]
+        meta["soundfonts"] = fonts
+    return meta
 
 
 def shared_sample_warning(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fslcli.config import EpisodeConfig
+from fslcli.config import EVAL_WINDOWS, EpisodeConfig
 from fslcli.embedding import Windows, embed_cached
 from fslcli.episodes import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, Pool, draw_episodes
 from fslcli.features import WaveCache
@@ -72,7 +72,7 @@ def evaluate(
     *,
     episodes: int,
     seed: int,
-    windows: Windows = 1,
+    windows: Windows = EVAL_WINDOWS,
     groups: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,

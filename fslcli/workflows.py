@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fslcli.config import EpisodeConfig, RunConfig, SplitConfig
+from fslcli.config import EVAL_WINDOWS, EpisodeConfig, RunConfig, SplitConfig
 from fslcli.datasets import DataSource, resolve_source
 from fslcli.errors import FslError, OutputError
 
@@ -149,7 +149,7 @@ def train(
     ``report`` gets one-line notes (data, split, notices); ``progress`` the data preparation;
     ``events`` the training steps and validations. Returns the :class:`~fslcli.training.FitResult`.
     """
-    from fslcli.data import prepare
+    from fslcli.data import prepare, sources_meta
     from fslcli.training import fit, preflight
     from fslcli.training.module import train_episode_config
 
@@ -193,19 +193,8 @@ def train(
         groups=prep.pools.groups,
         resume=resume,
         progress=events,
-        extra_meta={"val_description": prep.pools.val_description, **_font_meta(prep.sources)},
+        extra_meta={"val_description": prep.pools.val_description, **sources_meta(prep.sources)},
     )
-
-
-def _font_meta(sources: Sequence[DataSource]) -> dict[str, Any]:
-    """What a model records about the SoundFonts of its training data (see ``LoadedModel.fonts``)."""
-    from fslcli.data import shared_pairs_of
-
-    fonts = [shared_pairs_of(s)[0] for s in sources]
-    meta: dict[str, Any] = {"soundfont_sha256": fonts[0]}
-    if len(sources) > 1:
-        meta["sources"] = [{**s.to_dict(), "soundfont_sha256": f} for s, f in zip(sources, fonts, strict=True)]
-    return meta
 
 
 # --- eval ------------------------------------------------------------------------------
@@ -231,7 +220,7 @@ def evaluate_model(
     episode: EpisodeConfig = EpisodeConfig(),
     episodes: int = 1000,
     seed: int = 0,
-    windows: int = 1,
+    windows: int | str = EVAL_WINDOWS,
     group_by: str = "source",
     cache_dir: Path | None = None,
     progress: Progress = _no_progress,
@@ -484,7 +473,7 @@ def plot_episode(
     ep = sample_episode(pool, episode, episode_rng(seed, index, 0, TEST_STREAM), groups)
     ids = [int(i) for i in ep.support.ravel()] + [int(i) for i in ep.query.ravel()]
     device = device_for()
-    raw = embed_cached(loaded.net.to(device), prep.cache, ids, device=device)
+    raw = embed_cached(loaded.net.to(device), prep.cache, ids, windows=EVAL_WINDOWS, device=device)
     n_s, labels = ep.support.size, torch.arange(episode.ways).repeat_interleave(episode.shots)
     scored = compare(loaded.net, raw[:n_s], labels, raw[n_s:], episode.ways)
     pred = scored.logits.argmax(-1).numpy()
@@ -541,7 +530,14 @@ def plot_embeddings(
     device = device_for()
     net = loaded.net.to(device)
     emb = net.finish(
-        embed_cached(net, prep.cache, ids, device=device, progress=lambda d, t: progress("Embedding clips", d, t))
+        embed_cached(
+            net,
+            prep.cache,
+            ids,
+            windows=EVAL_WINDOWS,
+            device=device,
+            progress=lambda d, t: progress("Embedding clips", d, t),
+        )  # fmt: skip
     )
     clips, classes = prep.cache.clips, list(prep.pools.test)
     protos = torch.stack([emb[[k for k, i in enumerate(test_ids) if clips[i].label == c]].mean(0) for c in classes])

@@ -1,8 +1,10 @@
 """The bundled model's recipe (benchmarks/pretrained.py over benchmarks/libraries.py), run for 4
-steps on the small render: it trains with fsl train's split and stamps a file that loads with its recipe and figures."""
+steps on two copies of the small render: it trains with fsl train's split and stamps a file that
+loads with its recipe, its figures and both fonts, and no path of this machine."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,12 +19,17 @@ import pretrained  # noqa: E402
 
 @pytest.mark.slow
 def test_the_recipe_trains_and_stamps_a_loadable_model(gm_home: Path, tmp_path: Path) -> None:
+    import shutil
+
     from fslcli.checkpoint import load_model
     from fslcli.config import SplitConfig
     from fslcli.data import prepare
     from fslcli.datasets import DataSource
 
-    prep = prepare(DataSource("tinysol-gm", gm_home), SplitConfig(), sample_rate=16_000, cache_dir=None)
+    other = tmp_path / "other-library"
+    shutil.copytree(gm_home, other)
+    sources = [DataSource("tinysol-gm", gm_home), DataSource("tinysol-gm", other)]
+    prep = prepare(sources, SplitConfig(), sample_rate=16_000, cache_dir=None)
     config = libraries.configuration("default", 0, None, "cpu", quick=True)
     assert config.split.train_classes is None  # resolved from the data, as fsl train resolves it
     model, seconds, fitted = libraries.train(config, prep, tmp_path / "run")
@@ -33,6 +40,9 @@ def test_the_recipe_trains_and_stamps_a_loadable_model(gm_home: Path, tmp_path: 
     payload = torch.load(out, map_location="cpu", weights_only=True)
     assert payload["meta"]["recipe"]["seed"] == 0 and payload["meta"]["recipe"]["steps"] == 4
     assert payload["source"] == {"kind": "tinysol-gm", "path": None}
+    assert "sources" not in payload["meta"] and "soundfont_sha256" not in payload["meta"]
     loaded = load_model(out)
+    font = json.loads((gm_home / "render_report.json").read_text())["soundfont_sha256"]
+    assert loaded.fonts == (font, font)  # eval warns in-font on a render of either
     assert loaded.config.split.train_classes == prep.split.train_classes
     assert pretrained.compare(out, out)  # a file is bit-identical to itself

@@ -267,7 +267,7 @@ def test_eval_json(runner: CliRunner, trained_model: Path) -> None:
     settings = r["settings"]
     assert set(settings) == {"ways", "shots", "queries", "seed", "group_by", "windows", "dataset", "test_classes"}
     assert (settings["ways"], settings["shots"], settings["queries"], settings["seed"]) == (3, 2, 3, 0)
-    assert (settings["group_by"], settings["windows"]) == ("source", 1)  # one window from each clip's onset
+    assert (settings["group_by"], settings["windows"]) == ("source", 2)  # one excerpt at its onset, one at its end
     assert settings["dataset"]["kind"] == "tinysol-gm"
     assert r["checkpoint"]["path"] == str(trained_model)
     assert r["checkpoint"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
