@@ -12,8 +12,9 @@ Trains fslcli's default configuration on TimGM6mb with each seed, and the ISMIR 
 configuration for the same wall time (its step count is set from a short timing probe), then
 evaluates every model on the test instruments of every library under the grouped protocol
 (support and query never share a source recording): 5-way 5-shot and 5-way 1-shot, 15 queries,
-1,000 episodes, test seed 0. The table gives each cell's mean over seeds with the mean 95%
-interval over episodes, and the seeds' spread (min-max). The in-font rows are also given
+1,000 episodes, test seed 0, each clip embedded as ``fsl eval`` embeds it (``EVAL_WINDOWS``).
+The table gives each cell's mean over seeds with the mean 95% interval over episodes, and the
+seeds' spread (min-max). The in-font rows are also given
 ungrouped (clips drawn freely, as before grouping existed) for comparison.
 
     python benchmarks/libraries.py --out benchmarks/results/libraries-cpu.json [--seeds 0,1,2]
@@ -273,7 +274,7 @@ def main() -> None:
         render({**first, "runs": runs, "summary": summarise(runs)})
         return
 
-    from fslcli.config import SplitConfig
+    from fslcli.config import EVAL_WINDOWS, SplitConfig
     from fslcli.data import prepare
     from fslcli.datasets import DataSource
     from fslcli.training import quiet_lightning
@@ -308,6 +309,7 @@ def main() -> None:
             "episodes": episodes,
             "test_seed": args.test_seed,
             "group_by": "source",
+            "windows": EVAL_WINDOWS,
             "quick": args.quick,
             "work_dir": str(work),
             "libraries": {
