@@ -93,10 +93,11 @@ class EpisodeConfig:
 
 
 #: Excerpts a dataset clip is embedded with to be compared (``fsl eval``, the plots): one at its
-#: onset and one at its end, their embeddings averaged. On held-out training instruments and held-out
-#: GM families (FluidR3_GM) it beat one excerpt by 3-4 points at 5-shot and 6-12 at 1-shot, and
-#: every excerpt by up to 4 at 1-shot (benchmarks/results/README.md). ``fsl predict`` and ``fsl
-#: embed`` take every excerpt of a file, which may be long.
+#: onset and one at its end, their embeddings averaged. Chosen on held-out training instruments and
+#: GM families in FluidR3_GM, where it beat one excerpt by 3-4 points at 5-shot and 6-12 at
+#: 1-shot, and every excerpt by up to 4 at 1-shot; on the test instruments the change was within
+#: a point or so (benchmarks/results/README.md). ``fsl predict`` and ``fsl embed`` take every
+#: excerpt of a file, which may be long.
 EVAL_WINDOWS: int = 2
 
 #: Training episodes: up to 24 classes each (fewer when the data has fewer), 5 support and 5

@@ -4,8 +4,9 @@ A clip's embedding is the mean of its windows' backbone embeddings. Which window
 N takes N excerpts, the first at the clip's onset (the first 256-sample frame within 40 dB of
 its loudest, so leading silence is skipped), the others spread evenly to its end; ``"all"``
 takes every excerpt across the file (hop of one excerpt), capped at :data:`MAX_WINDOWS` evenly
-spaced. Evaluation and validation embed clips from one window at the onset; ``embed`` and
-``predict`` default to every window, which suits recordings longer than a note.
+spaced. Evaluation and the plots embed clips from two windows, at the onset and at the end
+(:data:`fslcli.config.EVAL_WINDOWS`); validation during training from one, at the onset;
+``embed`` and ``predict`` default to every window, which suits recordings longer than a note.
 
 The result is in the backbone's space: :mod:`fslcli.scoring` (episodes) and ``net.finish``
 (single items) take it to the space the model compares in.
