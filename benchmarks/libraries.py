@@ -105,6 +105,7 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
         source=prep.source,
         run_dir=run_dir,
         groups=pools.groups,
+        libraries=prep.libraries,
         progress=progress,
         extra_meta={"val_description": pools.val_description, **sources_meta(prep.sources)},
     )

@@ -119,6 +119,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--train-home", type=Path, required=True, help="TimGM6mb rendered with every GM program.")
     ap.add_argument("--fluid-home", type=Path, required=True, help="FluidR3_GM rendered with every GM program.")
+    ap.add_argument(
+        "--extra-home", type=Path, help="Train on this render too (several libraries, as fsl train --data-home twice)."
+    )
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fsl-study"))
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, one per run, appended.")
@@ -140,8 +143,10 @@ def main() -> None:
     train_classes, families = study_split(prep_all, base)
     config = variant(args.variant, base, train_classes)
     config = replace(config, split=replace(config.split, test_classes=STUDY_CLASSES))
-    prep = prepare(DataSource("tinysol-gm", args.train_home), config.split, sample_rate=16_000, cache_dir=None)
-    run_dir = args.work_dir / f"{args.variant}-seed{args.seed}"
+    homes = [args.train_home] + ([args.extra_home] if args.extra_home else [])
+    prep = prepare([DataSource("tinysol-gm", h) for h in homes], config.split, sample_rate=16_000, cache_dir=None)
+    name = args.variant + ("+" + args.extra_home.name if args.extra_home else "")
+    run_dir = args.work_dir / f"{name}-seed{args.seed}"
     t0 = time.perf_counter()
     if args.model is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +154,7 @@ def main() -> None:
         log(f"training {args.variant}: {len(prep.pools.train)} classes, {config.train.steps} steps")
         res = fit(
             config, prep.cache, train_pool=prep.pools.train, val_pool=prep.pools.val, source=prep.source,
-            run_dir=run_dir, groups=prep.pools.groups,
+            run_dir=run_dir, groups=prep.pools.groups, libraries=prep.libraries,
         )  # fmt: skip
         model_path = res.model_path
     else:
@@ -169,7 +174,7 @@ def main() -> None:
     row_classes = {name: list(pool) for name, (_, pool) in sets.items()}
     nets = {"own views": net}
     row: dict[str, Any] = {
-        "variant": args.variant,
+        "variant": name,
         "seed": args.seed,
         "steps": args.steps,
         "train_classes": len(prep.pools.train),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fslcli.config import SplitConfig
 from fslcli.datasets import Clip, DataSource, load_clips
 from fslcli.datasets.provenance import SharedPair, leaks, read_shared_pairs
@@ -37,6 +39,8 @@ class Prepared:
     #: One-line notes for the user from reading the data (e.g. an old render's grouping).
     notices: tuple[str, ...] = ()
     sources: tuple[DataSource, ...] = ()
+    #: With several sources, each cached clip's source (its position in ``sources``) ``(n_clips,)``.
+    libraries: np.ndarray | None = None
 
 
 def prepare(
@@ -86,7 +90,11 @@ def prepare(
             f"validation classes: {', '.join(left_out)}",
         )
     pools = make_pools(cache.clips, split)
-    return Prepared(sources[0], cache, pools, split, skipped, built, notices, sources)
+    libraries = None
+    if len(sources) > 1:
+        of = {str(c.path): k for k, read in enumerate(reads) for c in read.clips}
+        libraries = np.array([of[str(c.path)] for c in cache.clips], dtype=np.int64)
+    return Prepared(sources[0], cache, pools, split, skipped, built, notices, sources, libraries)
 
 
 def merge_clips(per_source: Sequence[Sequence[Clip]]) -> list[Clip]:

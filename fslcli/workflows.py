@@ -191,6 +191,7 @@ def train(
         source=prep.source,
         run_dir=run_dir,
         groups=prep.pools.groups,
+        libraries=prep.libraries,
         resume=resume,
         progress=events,
         extra_meta={"val_description": prep.pools.val_description, **sources_meta(prep.sources)},

@@ -84,7 +84,9 @@ def test_several_sources_are_read_as_one(gm_home: Path, tmp_path: Path) -> None:
     first, second = DataSource("tinysol-gm", gm_home), DataSource("tinysol-gm", copy)
     one = prepare(first, SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
     both = prepare([first, second], SplitConfig(), sample_rate=16_000, cache_dir=tmp_path / "cache")
-    assert both.sources == (first, second) and both.source == first
+    assert both.sources == (first, second) and both.source == first and one.libraries is None
+    in_copy = np.array([copy in c.path.parents for c in both.cache.clips])
+    assert both.libraries is not None and np.array_equal(both.libraries, in_copy.astype(np.int64))
     assert len(both.cache) == 2 * len(one.cache)
     assert both.split == one.split and list(both.pools.train) == list(one.pools.train)
 

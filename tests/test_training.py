@@ -232,6 +232,22 @@ def test_validation_scores_held_out_recordings_against_training_clips(folder_cac
     assert set(val.ids) == set(calibrating) | {int(i) for ep in val.episodes for i in ep.query.ravel()}
 
 
+def test_calibration_on_several_libraries_groups_a_class_per_library(folder_cache) -> None:
+    """What tells libraries apart must not count as within-class spread: each (class, library)
+    is its own group of the calibration, while episodes stay as they were."""
+    labels = folder_cache.labels()
+    train = make_pool(labels, indices=[i for i in range(len(labels)) if i % 5], classes=["Bright", "Dark", "Odd"])
+    held = make_pool(labels, indices=[i for i in range(len(labels)) if i % 5 == 0], classes=["Bright", "Dark", "Odd"])
+    libraries = np.arange(len(labels)) % 2  # two libraries, interleaved
+    one = make_val_data(folder_cache, val_config(), train_pool=train, val_pool=held)
+    two = make_val_data(folder_cache, val_config(), train_pool=train, val_pool=held, libraries=libraries)
+    assert two.ids == one.ids and np.array_equal(two.center_rows, one.center_rows)
+    assert all(np.array_equal(a.support, b.support) for a, b in zip(one.episodes, two.episodes, strict=True))
+    clips = [two.ids[r] for r in two.center_rows]
+    pairs = {(int(k), labels[i], int(libraries[i])) for i, k in zip(clips, two.center_labels, strict=True)}
+    assert len({(c, lib) for _, c, lib in pairs}) == len({k for k, _, _ in pairs}) == 6  # 3 classes x 2 libraries
+
+
 def test_validation_on_held_out_classes_draws_grouped_episodes(folder_cache) -> None:
     labels = folder_cache.labels()
     train, held = make_pool(labels, classes=["Bright", "Dark"]), make_pool(labels, classes=["Odd", "Noisy"])

@@ -162,6 +162,7 @@ def fit(
     source: DataSource,
     run_dir: Path,
     groups: np.ndarray | None = None,
+    libraries: np.ndarray | None = None,
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
@@ -169,7 +170,8 @@ def fit(
     """Train, keep the best checkpoint by validation accuracy, and write ``run_dir/model.pt``.
 
     ``groups``: each clip's source group (``Pools.groups``), which keeps the support and queries
-    of validation episodes on held-out classes apart.
+    of validation episodes on held-out classes apart. ``libraries``: each clip's sample library
+    when training on several (``Prepared.libraries``; see :func:`make_val_data`).
     """
     quiet_lightning()
     import pytorch_lightning  # noqa: F401  (its import resets the loggers quieted above)
@@ -178,7 +180,7 @@ def fit(
     from fslcli.checkpoint import save_model
 
     accelerator = preflight(config, train_pool, val_pool, groups=groups)
-    val = make_val_data(cache, config, train_pool=train_pool, val_pool=val_pool, groups=groups)
+    val = make_val_data(cache, config, train_pool=train_pool, val_pool=val_pool, groups=groups, libraries=libraries)
     lit = ProtoLit(config, cache, train_pool, val)
     best, last = _checkpoints(run_dir / "checkpoints")
     previous = _previous_seconds(run_dir) if resume else 0.0

@@ -77,8 +77,15 @@ def make_val_data(
     train_pool: Pool,
     val_pool: Pool,
     groups: np.ndarray | None = None,
+    libraries: np.ndarray | None = None,
 ) -> ValData:
-    """Validation episodes and the windows of every clip they and the calibration need."""
+    """Validation episodes and the windows of every clip they and the calibration need.
+
+    ``libraries``: each clip's sample library ``(n_clips,)`` when training on several. The
+    calibration then takes a class in each library as its own group, so that what tells one
+    library's recordings from another's is not whitened away as within-class spread: test
+    episodes never mix libraries, and within one those differences tell instruments apart.
+    """
     rng = episode_rng(config.train.seed, 0, 0, VAL_STREAM + 100)
     pool = subset(val_pool, MAX_VAL_CLIPS_PER_CLASS, rng)
     calib = subset(train_pool, center_clips_per_class(len(train_pool)), rng)
@@ -92,6 +99,9 @@ def make_val_data(
     used = {int(i) for ep in episodes for i in np.concatenate([ep.support.ravel(), ep.query.ravel()])}
     calibrates = config.model.embedding_norm == "whitened"
     label_of = {int(i): k for k, c in enumerate(sorted(calib)) for i in calib[c]} if calibrates else {}
+    if libraries is not None and label_of:
+        n_libraries = int(libraries.max()) + 1
+        label_of = {i: k * n_libraries + int(libraries[i]) for i, k in label_of.items()}
     ids = sorted(used | set(label_of))
     wins, owners = cached_windows(cache, ids, config.audio.excerpt_samples)
     rows = np.array([k for k, i in enumerate(ids) if i in label_of], dtype=np.int64)
