@@ -2,8 +2,9 @@
 class pools, with what each source's provenance says about shared recordings.
 
 Several sources (``fsl train --data-home A --data-home B``) are read as one: a class name in
-both is one class, so its episodes mix the libraries and the library becomes a nuisance the
-embedding must ignore. Each library's source groups stay its own.
+both is one class, so its episodes mix the libraries. Each library's source groups stay its
+own, and ``Prepared.libraries`` says which library each clip is from (training fits the
+whitening with each library's version of a class apart).
 """
 
 from __future__ import annotations

@@ -139,6 +139,8 @@ def mel_filterbank(audio: AudioConfig) -> np.ndarray:
     """
     from importlib.metadata import version
 
+    from fslcli.atomic import atomic_write
+    from fslcli.errors import OutputError
     from fslcli.features import default_cache_dir
 
     shape = (audio.n_mels, audio.n_fft // 2 + 1)
@@ -154,9 +156,6 @@ def mel_filterbank(audio: AudioConfig) -> np.ndarray:
     import librosa
 
     fb = librosa.filters.mel(sr=audio.sample_rate, n_fft=audio.n_fft, n_mels=audio.n_mels).astype(np.float32)
-    from fslcli.atomic import atomic_write
-    from fslcli.errors import OutputError
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: np.save(f, fb, allow_pickle=False))
