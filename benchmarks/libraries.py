@@ -80,7 +80,7 @@ def log(msg: str) -> None:
 
 def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str, Any]]:
     """Train with fit() as ``fsl train`` does; the model file, wall seconds and its history."""
-    from fslcli.data import shared_pairs_of, sources_meta
+    from fslcli.data import shared_pairs_in, sources_meta
     from fslcli.splits import make_pools, resolve_split
     from fslcli.training import fit, read_history
 
@@ -90,8 +90,7 @@ def train(config: Any, prep: Any, run_dir: Path) -> tuple[Path, float, dict[str,
 
     # The configuration's own split (the tutorial preset's differs from the data's default),
     # resolved as fsl train resolves it (train_classes None made explicit).
-    pairs = [pair for source in prep.sources for pair in shared_pairs_of(source)[1]]
-    split, _ = resolve_split(config.split, prep.cache.labels(), pairs)
+    split, _ = resolve_split(config.split, prep.cache.labels(), shared_pairs_in(prep.sources))
     pools = prep.pools if split == prep.split else make_pools(prep.cache.clips, split)
     config = replace(config, split=split)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,22 +27,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def per_library_dataset(homes: list[Path]) -> type:
-    """An ``EpisodeDataset`` whose every episode comes from one of ``homes``."""
+def per_library_dataset(libraries: np.ndarray) -> type:
+    """An ``EpisodeDataset`` whose every episode comes from one library: ``libraries`` gives each
+    cached clip's (``Prepared.libraries``)."""
     from fslcli.episodes import TRAIN_STREAM, episode_rng, sample_episode
     from fslcli.training.dataset import EpisodeDataset, episode_batch
-
-    roots = [h.resolve() for h in homes]
 
     class PerLibraryEpisodes(EpisodeDataset):
         def __init__(self, cache: Any, pool: Any, cfg: Any, **kwargs: Any) -> None:
             super().__init__(cache, pool, cfg, **kwargs)
-            library = np.array(
-                [next(k for k, r in enumerate(roots) if r in Path(c.path).resolve().parents) for c in cache.clips]
-            )
             self.pools = []
-            for k in range(len(roots)):
-                own = {label: np.asarray(ids)[library[np.asarray(ids)] == k] for label, ids in pool.items()}
+            for k in range(int(libraries.max()) + 1):
+                own = {label: np.asarray(ids)[libraries[np.asarray(ids)] == k] for label, ids in pool.items()}
                 self.pools.append({label: ids for label, ids in own.items() if len(ids) >= cfg.clips_per_class})
 
         def episode(self, i: int) -> tuple[Any, np.random.Generator]:
@@ -78,7 +74,9 @@ def main() -> None:
 
     quiet_lightning()
     prep = prepare([DataSource("tinysol-gm", h) for h in args.home], SplitConfig(), sample_rate=16_000, cache_dir=None)
-    module.EpisodeDataset = per_library_dataset(args.home)  # the one change from fsl train
+    if prep.libraries is None:
+        raise SystemExit("give --home at least twice: the study draws each episode from one library")
+    module.EpisodeDataset = per_library_dataset(prep.libraries)  # the one change from fsl train
     model, seconds, fitted = train(configuration("default", args.seed, args.steps, "auto", quick=False), prep, args.out)
     log(f"wrote {model} in {seconds:.0f} s; best validation accuracy {fitted['best_val_acc']:.3f}")
 

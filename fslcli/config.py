@@ -182,8 +182,8 @@ class DetectConfig:
     #: Length of the median filter over each class's probabilities (0: none).
     smooth: float = 1.5
     #: Windows of each support example averaged into its embedding: N from its onset (1: the
-    #: window at its onset, as ``fsl eval`` embeds a clip), or "all", every window across it
-    #: (``--windows all`` of ``fsl predict``; :func:`fslcli.embedding.starts_of`).
+    #: window at its onset alone), or "all", every window across it (``--windows all`` of
+    #: ``fsl predict``; :func:`fslcli.embedding.starts_of`).
     support_windows: int | str = "all"
     #: Share of a recording's windows, the least like every class, that make its background: the
     #: class logits are standardised by their mean and spread over those windows.

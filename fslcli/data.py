@@ -82,8 +82,7 @@ def prepare(
         raise DataError(f"no usable audio in {where} ({len(skipped)} files skipped)")
     if adapt_split:
         split = default_split_for(cache.labels(), split)
-    pairs = [pair for s in sources for pair in shared_pairs_of(s)[1]]
-    split, left_out = resolve_split(split, cache.labels(), pairs)
+    split, left_out = resolve_split(split, cache.labels(), shared_pairs_in(sources))
     notices = tuple(line for read in reads for line in read.notices)
     if left_out and split.train_classes:
         notices += (
@@ -114,6 +113,11 @@ def shared_pairs_of(source: DataSource) -> tuple[str | None, list[SharedPair]]:
     recordings; (None, []) for other data."""
     found = read_shared_pairs(source.path) if source.kind != "folder" else None
     return found if found else (None, [])
+
+
+def shared_pairs_in(sources: Sequence[DataSource]) -> list[SharedPair]:
+    """The pairs of instruments that share recordings in any of ``sources`` (each font's own)."""
+    return [pair for source in sources for pair in shared_pairs_of(source)[1]]
 
 
 def sources_meta(sources: Sequence[DataSource]) -> dict[str, Any]:

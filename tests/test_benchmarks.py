@@ -63,7 +63,7 @@ def test_the_per_library_study_draws_each_episode_from_one_library(gm_home: Path
         [DataSource("tinysol-gm", gm_home), DataSource("tinysol-gm", other)], SplitConfig(), sample_rate=16_000,
         cache_dir=tmp_path / "cache",
     )  # fmt: skip
-    dataset = library_episodes.per_library_dataset([gm_home, other])(
+    dataset = library_episodes.per_library_dataset(prep.libraries)(
         prep.cache, prep.pools.train, EpisodeConfig(3, 2, 2), excerpt=1600, aug=AugmentConfig(), seed=0, rank=0,
         steps=20, n_mels=64, n_frames=7,
     )  # fmt: skip
